@@ -1,0 +1,1 @@
+"""asyncreg: move container images between registries, tars and OCI layouts, concurrently."""
