@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fixtures import *  # noqa: F403 - re-export the shared fixtures
+
 
 @pytest.fixture
 def anyio_backend() -> str:

@@ -1,0 +1,196 @@
+"""`Client`: the entry point of the Python API.
+
+One client owns one HTTP transport (one connection pool, one token cache)
+and one set of limits. ``await client.copy(src, dst)`` runs a single job;
+``copy_many`` runs many copies as one job sharing slots and single-flight
+tables, fail-fast or keep-going.
+
+Use it as an async context manager so connections are closed::
+
+    async with Client() as client:
+        result = await client.copy("localhost:5000/app:1", "localhost:5001/app:1")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import anyio
+
+from .auth.credentials import Credential, CredentialProvider, default_credentials
+from .config import HostConfig, Limits
+from .engine.copy import Copier, Job
+from .engine.limits import Slots
+from .engine.progress import Event, Progress
+from .errors import AsyncregError, ConfigError, CopyError
+from .options import CopyOptions, CopyResult
+from .reference import LayoutReference, Reference, parse_location
+from .registry.http import Transport
+from .registry.repo import RegistryRepo
+from .store import Repo
+
+__all__ = ["Client", "CopyOutcome"]
+
+Location = str | Reference | LayoutReference
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOutcome:
+    """One item of `Client.copy_many` in keep-going mode: a result or an error."""
+
+    source: str
+    target: str
+    result: CopyResult | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the copy succeeded."""
+        return self.error is None
+
+
+class Client:
+    """Moves images between registries (and, as they land, layouts and tars)."""
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        hosts: Mapping[str, HostConfig] | None = None,
+        credentials: Mapping[str, Credential] | CredentialProvider | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self._hosts = dict(hosts or {})
+        if credentials is None or isinstance(credentials, Mapping):
+            provider = default_credentials(credentials)
+        else:
+            provider = credentials
+        self.transport = Transport(self.limits, provider, self._hosts)
+        per_host = {h: c.per_host for h, c in self._hosts.items() if c.per_host}
+        self._slots = Slots(self.limits, per_host)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self.transport.aclose()
+
+    # --- stores -----------------------------------------------------------
+
+    def repo(self, location: Location) -> Repo:
+        """The `Repo` a reference lives in."""
+        ref = parse_location(location) if isinstance(location, str) else location
+        if isinstance(ref, Reference):
+            return RegistryRepo(self.transport, ref)
+        raise ConfigError(f"{ref}: OCI layout directories are not supported yet")
+
+    # --- copy -------------------------------------------------------------
+
+    async def copy(
+        self,
+        src: Location,
+        dst: Location,
+        options: CopyOptions | None = None,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        progress: Progress | None = None,
+    ) -> CopyResult:
+        """Copy one image (or index, with everything under it) from ``src`` to ``dst``.
+
+        Raises the most useful underlying error (not a cancellation) on failure;
+        nothing is tagged at the target unless everything it references is there.
+        """
+        job = self._job(progress, on_event)
+        try:
+            return await self._copy_one(job, src, dst, options or CopyOptions())
+        except BaseExceptionGroup as group:
+            raise most_useful(group) from group
+
+    async def copy_many(
+        self,
+        pairs: Iterable[tuple[Location, Location]],
+        options: CopyOptions | None = None,
+        *,
+        keep_going: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        progress: Progress | None = None,
+    ) -> list[CopyOutcome]:
+        """Copy many images as one job sharing limits and single-flight tables.
+
+        Fail-fast (default) cancels everything at the first failure and raises
+        it; ``keep_going`` finishes every other copy and reports each outcome.
+        """
+        job = self._job(progress, on_event)
+        opts = options or CopyOptions()
+        items = list(pairs)
+        outcomes: list[CopyOutcome | None] = [None] * len(items)
+
+        async def one(i: int, src: Location, dst: Location) -> None:
+            try:
+                result = await self._copy_one(job, src, dst, opts)
+            except (AsyncregError, BaseExceptionGroup, OSError) as exc:
+                if not keep_going:
+                    raise
+                err = most_useful(exc) if isinstance(exc, BaseExceptionGroup) else exc
+                outcomes[i] = CopyOutcome(str(src), str(dst), error=err)
+                return
+            outcomes[i] = CopyOutcome(str(src), str(dst), result=result)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i, (src, dst) in enumerate(items):
+                    tg.start_soon(one, i, src, dst)
+        except BaseExceptionGroup as group:
+            raise most_useful(group) from group
+        return [o for o in outcomes if o is not None]
+
+    def _job(self, progress: Progress | None, on_event: Callable[[Event], None] | None) -> Job:
+        job = Job(self._slots, progress or Progress())
+        if on_event is not None:
+            job.progress.subscribe(on_event)
+        return job
+
+    async def _copy_one(
+        self, job: Job, src: Location, dst: Location, options: CopyOptions
+    ) -> CopyResult:
+        src_ref = parse_location(src) if isinstance(src, str) else src
+        dst_ref = parse_location(dst) if isinstance(dst, str) else dst
+        src_repo, dst_repo = self.repo(src_ref), self.repo(dst_ref)
+        src_reference = src_ref.reference
+        dst_tag = dst_ref.tag
+        if dst_tag is None and dst_ref.digest is None:
+            dst_tag = src_ref.tag or ("latest" if src_ref.digest is None else None)
+        copier = Copier(job, src_repo, dst_repo, options)
+        return await copier.copy(src_reference, dst_tag)
+
+
+def most_useful(error: BaseException) -> BaseException:
+    """The first real failure inside (nested) exception groups, not a cancellation."""
+    leaves = list(_leaves(error))
+    for leaf in leaves:
+        if isinstance(leaf, AsyncregError):
+            return leaf
+    for leaf in leaves:
+        if isinstance(leaf, Exception) and not isinstance(leaf, anyio.get_cancelled_exc_class()):
+            return leaf
+    return CopyError("copy failed", [e for e in leaves if isinstance(e, Exception)])
+
+
+def _leaves(error: BaseException) -> Sequence[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for inner in error.exceptions:
+            out.extend(_leaves(inner))
+        return out
+    return [error]

@@ -1,0 +1,1 @@
+"""The transfer engine: limits, single-flight, progress, and the copy task graph."""

@@ -1,0 +1,1 @@
+"""The OCI distribution protocol over aiohttp: transport, auth, uploads, `RegistryRepo`."""

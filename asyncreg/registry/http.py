@@ -1,0 +1,365 @@
+"""One HTTP transport per client: auth, redirects, retries and error translation.
+
+Every request to a registry goes through `Transport.request`, which layers,
+in this order:
+
+1. the host's scheme and TLS settings (`HostConfig`): plain HTTP and "skip TLS
+   verification" are separate choices; loopback defaults to plain HTTP;
+2. authentication (`Authenticator`): the ``Authorization`` header is attached
+   only while the URL is on the registry's own origin;
+3. redirects, followed here (at most 10) rather than by aiohttp, so that a
+   redirect to object storage never carries our credentials and an
+   https-to-http downgrade is refused;
+4. retries of replayable requests on connection errors, 408, 429 and 5xx, with
+   jittered backoff and ``Retry-After``; a 429 pauses the whole host;
+5. translation: aiohttp exceptions become `TransportError` /
+   `TransportTimeout`, error answers become `RegistryError` subclasses. No
+   aiohttp exception leaves this module or `body`.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping, Sequence
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import anyio
+
+from ..auth.credentials import CredentialProvider
+from ..auth.scope import Scope
+from ..config import HostConfig, Limits
+from ..errors import (
+    AsyncregError,
+    AuthError,
+    RegistryError,
+    TransportError,
+    TransportTimeout,
+)
+from .answers import error_from_answer
+from .authn import Authenticator
+from .retry import RETRYABLE_STATUS, parse_retry_after, retry_delay
+
+__all__ = ["Body", "Transport", "USER_AGENT", "read_limited", "iter_body", "translate"]
+
+USER_AGENT = "asyncreg/0.1"
+MAX_REDIRECTS = 10
+_ERROR_BODY_LIMIT = 64 * 1024
+
+#: A request body: bytes can be replayed, a stream cannot.
+Body = bytes | AsyncIterable[bytes] | None
+
+
+def translate(exc: BaseException, what: str) -> AsyncregError:
+    """Map an aiohttp / socket exception to asyncreg's tree (one boundary)."""
+    if isinstance(exc, AsyncregError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return TransportTimeout(f"{what}: timed out ({exc.__class__.__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+        err = TransportError(f"{what}: TLS certificate verification failed: {exc}")
+        err.retryable = False
+        return err
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        err = TransportError(f"{what}: TLS error: {exc}")
+        err.retryable = False
+        return err
+    if isinstance(exc, aiohttp.InvalidURL):
+        err = TransportError(f"{what}: invalid URL {exc}")
+        err.retryable = False
+        return err
+    detail = str(exc) or exc.__class__.__name__
+    return TransportError(f"{what}: connection failed: {detail}")
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """Read a whole body, refusing (before reading it all) one larger than ``limit``."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise RegistryError(f"{what}: body of {length} bytes exceeds the {limit}-byte cap")
+    try:
+        data = await resp.content.read(limit + 1)
+        if len(data) <= limit and not resp.content.at_eof():
+            data += await resp.content.read(limit + 1 - len(data))
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise translate(exc, what) from exc
+    if len(data) > limit:
+        raise RegistryError(f"{what}: body exceeds the {limit}-byte cap")
+    return data
+
+
+async def iter_body(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
+    """Yield body chunks as they arrive, translating failures."""
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise translate(exc, what) from exc
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
+
+
+class Transport:
+    """The shared HTTP client of an asyncreg `Client`: one aiohttp session, many hosts."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        credentials: CredentialProvider,
+        hosts: Mapping[str, HostConfig] | None = None,
+        *,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.limits = limits
+        self._hosts = dict(hosts or {})
+        self._default_host = HostConfig()
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: dict[str, ssl.SSLContext | bool] = {}
+        self._paused_until: dict[str, float] = {}
+        self._ping_locks: dict[str, anyio.Lock] = {}
+        self.retries = 0
+        self.auth = Authenticator(
+            self._get_session,
+            credentials,
+            limits.timeouts,
+            plain_http=self.plain_http,
+            explicit_plain_http=lambda h: self.host_config(h).plain_http is True,
+        )
+
+    # --- configuration ----------------------------------------------------
+
+    def host_config(self, host: str) -> HostConfig:
+        """Settings for ``host`` (exact ``host:port`` first, then the bare host name)."""
+        cfg = self._hosts.get(host)
+        if cfg is None and ":" in host and not host.endswith("]"):
+            cfg = self._hosts.get(host.rsplit(":", 1)[0])
+        return cfg or self._default_host
+
+    def plain_http(self, host: str) -> bool:
+        """Whether ``host`` is spoken to over plain HTTP."""
+        return self.host_config(host).use_http(host)
+
+    def base_url(self, host: str) -> str:
+        """``http://host`` or ``https://host``."""
+        return ("http://" if self.plain_http(host) else "https://") + host
+
+    def _ssl_for(self, host: str) -> ssl.SSLContext | bool:
+        if self.plain_http(host):
+            return False
+        ctx = self._ssl.get(host)
+        if ctx is not None:
+            return ctx
+        cfg = self.host_config(host)
+        if not cfg.tls_verify:
+            made: ssl.SSLContext | bool = False
+        else:
+            context = ssl.create_default_context(cafile=cfg.ca_file)
+            if cfg.client_cert:
+                context.load_cert_chain(cfg.client_cert, cfg.client_key)
+            made = context
+        self._ssl[host] = made
+        return made
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.limits.timeouts.connect,
+                sock_read=self.limits.timeouts.read_stall,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": self._user_agent},
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- requests ---------------------------------------------------------
+
+    async def ping(self, host: str) -> None:
+        """``GET /v2/`` once per host to learn its auth challenge before real work."""
+        state = self.auth.state(host)
+        if state.pinged:
+            return
+        lock = self._ping_locks.setdefault(host, anyio.Lock())
+        async with lock:
+            if state.pinged:
+                return
+            url = self.base_url(host) + "/v2/"
+            resp = await self._send("GET", host, url, {}, None, None, what=f"ping {host}")
+            async with resp:
+                if resp.status == 401:
+                    self.auth.learn(host, resp.headers.getall("WWW-Authenticate", []))
+                elif resp.status not in (200, 404):
+                    # 404: a registry that only serves some paths still works.
+                    pass
+            state.pinged = True
+
+    async def request(
+        self,
+        method: str,
+        host: str,
+        url: str,
+        *,
+        scopes: Sequence[Scope] = (),
+        headers: Mapping[str, str] | None = None,
+        data: Body = None,
+        ok: Collection[int] = (200,),
+        what: str = "",
+        follow_redirects: bool | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send a request and return the response for a status in ``ok``.
+
+        ``url`` is absolute or a path on ``host``. The caller owns the returned
+        response and must release it (``async with resp:``). A streaming body
+        is never replayed: any failure with one raises, and the caller re-opens
+        its source.
+        """
+        what = what or f"{method} {url}"
+        await self.ping(host)
+        origin_url = self.base_url(host)
+        if not url.startswith(("http://", "https://")):
+            url = origin_url + url
+        replayable = data is None or isinstance(data, bytes)
+        if follow_redirects is None:
+            follow_redirects = method in ("GET", "HEAD")
+        policy = self.limits.retry
+        attempt = 0
+        reauthed = False
+        while True:
+            attempt += 1
+            await self._wait_pause(host)
+            auth = await self.auth.header(host, scopes)
+            try:
+                resp = await self._send_following(
+                    method, host, url, headers or {}, data, auth, what, follow_redirects
+                )
+            except TransportError as exc:
+                delay = retry_delay(policy, attempt) if exc.retryable and replayable else None
+                if delay is None:
+                    raise
+                self.retries += 1
+                await anyio.sleep(delay)
+                continue
+            status = resp.status
+            if status in ok:
+                return resp
+            if status == 401 and not reauthed:
+                reauthed = True
+                challenge = resp.headers.getall("WWW-Authenticate", [])
+                new = await self.auth.refresh(host, scopes, challenge, auth) if challenge else None
+                if new is not None:
+                    resp.release()
+                    if replayable:
+                        continue
+                    raise AuthError(
+                        f"{what}: token expired during a streaming request; re-open and retry",
+                        status=401,
+                        method=method,
+                        url=url,
+                    )
+            body = b""
+            try:
+                if method != "HEAD":
+                    body = await read_limited(resp, _ERROR_BODY_LIMIT, what)
+            except AsyncregError:
+                body = b""
+            finally:
+                resp.release()
+            err = error_from_answer(
+                status, resp.headers, body, method=method, url=url, what=what
+            )
+            if status in RETRYABLE_STATUS and replayable:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                if status == 429:
+                    self._pause(host, retry_after if retry_after is not None else 1.0)
+                delay = retry_delay(policy, attempt, retry_after=retry_after)
+                if delay is not None:
+                    self.retries += 1
+                    await anyio.sleep(delay)
+                    continue
+            raise err
+
+    async def _send_following(
+        self,
+        method: str,
+        host: str,
+        url: str,
+        headers: Mapping[str, str],
+        data: Body,
+        auth: str | None,
+        what: str,
+        follow: bool,
+    ) -> aiohttp.ClientResponse:
+        registry_origin = _origin(self.base_url(host))
+        for _ in range(MAX_REDIRECTS + 1):
+            same_origin = _origin(url) == registry_origin
+            resp = await self._send(
+                method, host, url, headers, data, auth if same_origin else None, what=what
+            )
+            if not follow or resp.status not in (301, 302, 303, 307, 308):
+                return resp
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise RegistryError(f"{what}: redirect without a Location header")
+            target = urljoin(url, location)
+            if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+                raise TransportError(f"{what}: refusing redirect from https to {target[:200]!r}")
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise TransportError(f"{what}: refusing redirect to {target[:200]!r}")
+            url = target
+        raise TransportError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    async def _send(
+        self,
+        method: str,
+        host: str,
+        url: str,
+        headers: Mapping[str, str],
+        data: Body,
+        auth: str | None,
+        *,
+        what: str,
+    ) -> aiohttp.ClientResponse:
+        hdrs = dict(headers)
+        if auth is not None:
+            hdrs["Authorization"] = auth
+        target_host = urlsplit(url).netloc
+        ssl_opt = self._ssl_for(target_host) if url.startswith("https://") else False
+        if url.startswith("https://") and target_host != host:
+            ssl_opt = True  # foreign origin (e.g. blob storage): default verification
+        try:
+            return await self._get_session().request(
+                method, url, headers=hdrs, data=data, allow_redirects=False, ssl=ssl_opt
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc, what) from exc
+
+    # --- host pause (429) -------------------------------------------------
+
+    def _pause(self, host: str, seconds: float) -> None:
+        until = time.monotonic() + min(seconds, self.limits.retry.retry_after_cap)
+        if until > self._paused_until.get(host, 0.0):
+            self._paused_until[host] = until
+
+    async def _wait_pause(self, host: str) -> None:
+        until = self._paused_until.get(host)
+        if until is not None:
+            delay = until - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)

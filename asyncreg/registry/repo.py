@@ -1,0 +1,367 @@
+"""`RegistryRepo`: one repository of one registry, as a `Repo`.
+
+Manifests are fetched with an ``Accept`` that lists every OCI and Docker
+manifest and index type (so an index is never refused or down-converted),
+kept as exact bytes, verified against the digest asked for and against
+``Docker-Content-Digest`` when the registry sends it, and pushed back
+unchanged with their own media type.
+
+Referrers: the OCI referrers API when the registry has it; otherwise the tag
+schema fallback (``sha256-<hex>`` tags holding an index of referrers), which
+this class also maintains when it pushes a manifest with a ``subject`` to a
+registry that did not answer with ``OCI-Subject``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlencode
+
+import aiohttp
+import anyio
+import orjson
+
+from .. import mediatypes as mt
+from ..auth.scope import Scope
+from ..digest import Digest
+from ..errors import DigestMismatchError, ManifestError, NotFoundError, RegistryError
+from ..manifest import Descriptor, Manifest, build_index
+from ..reference import Reference
+from ..store import BlobSource, BlobStream
+from .blobstream import RegistryBlobStream
+from .http import Transport, read_limited
+from .link import next_link
+from .upload import upload_blob
+
+__all__ = ["RegistryRepo"]
+
+ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
+_MAX_TAG_PAGES = 10_000
+_MAX_TAGS = 1_000_000
+
+
+class RegistryRepo:
+    """A registry repository spoken to over the distribution API."""
+
+    wants_manifest_first = False
+    verifies_blobs = True
+
+    def __init__(self, transport: Transport, ref: Reference) -> None:
+        self.transport = transport
+        self.ref = ref
+        self.name = ref.repository
+        self._host = ref.api_host
+        self.pull_scopes: tuple[Scope, ...] = (Scope("repository", self.name, frozenset({"pull"})),)
+        self.push_scopes: tuple[Scope, ...] = (
+            Scope("repository", self.name, frozenset({"pull", "push"})),
+        )
+        self._referrers_api: bool | None = None
+        self._fallback_locks: dict[str, anyio.Lock] = {}
+
+    @property
+    def key(self) -> str:
+        """``registry:HOST/NAME``."""
+        return f"registry:{self.ref.registry}/{self.name}"
+
+    @property
+    def host(self) -> str:
+        """The host name and port requests go to."""
+        return self._host
+
+    @property
+    def chunked_uploads(self) -> bool:
+        """Whether this host is configured to receive uploads in chunks."""
+        return self.transport.host_config(self._host).chunked_upload
+
+    def _limits_manifest(self) -> int:
+        return self.transport.limits.max_manifest_size
+
+    # --- manifests --------------------------------------------------------
+
+    async def manifest_head(self, reference: str | Digest) -> Descriptor | None:
+        """HEAD the manifest; None when the registry says 404."""
+        ref = str(reference)
+        resp = await self.transport.request(
+            "HEAD",
+            self._host,
+            f"/v2/{self.name}/manifests/{ref}",
+            scopes=self.pull_scopes,
+            headers={"Accept": ACCEPT},
+            ok=(200, 404),
+            what=f"manifest {self.name}:{ref}",
+        )
+        async with resp:
+            if resp.status == 404:
+                return None
+            header_digest = resp.headers.get("Docker-Content-Digest")
+            media_type = mt.base(resp.headers.get("Content-Type", ""))
+            size = resp.content_length
+        if header_digest is None or size is None or not mt.is_manifest(media_type):
+            # Some registries omit the digest on HEAD: fall back to a GET.
+            try:
+                return (await self.manifest_get(reference)).descriptor()
+            except NotFoundError:
+                return None
+        digest = Digest.parse(header_digest)
+        if isinstance(reference, Digest) and digest != reference:
+            raise DigestMismatchError(
+                f"manifest {self.name}@{reference}: registry reports digest {digest}",
+                expected=str(reference),
+                actual=str(digest),
+            )
+        return Descriptor(media_type, digest, size)
+
+    async def manifest_get(self, reference: str | Digest) -> Manifest:
+        """GET the manifest's exact bytes, verified."""
+        ref = str(reference)
+        what = f"manifest {self.name}:{ref}"
+        resp = await self.transport.request(
+            "GET",
+            self._host,
+            f"/v2/{self.name}/manifests/{ref}",
+            scopes=self.pull_scopes,
+            headers={"Accept": ACCEPT},
+            what=what,
+        )
+        async with resp:
+            raw = await read_limited(resp, self._limits_manifest(), what)
+            content_type = resp.headers.get("Content-Type")
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        expected = reference if isinstance(reference, Digest) else None
+        manifest = Manifest.parse(
+            raw, content_type, digest=expected, max_size=self._limits_manifest()
+        )
+        if header_digest is not None:
+            try:
+                claimed = Digest.parse(header_digest)
+            except ValueError:
+                claimed = None
+            if claimed is not None and claimed.algorithm == manifest.digest.algorithm:
+                if claimed != manifest.digest:
+                    raise DigestMismatchError(
+                        f"{what}: body hashes to {manifest.digest} but the registry"
+                        f" says {claimed}",
+                        expected=str(claimed),
+                        actual=str(manifest.digest),
+                    )
+        return manifest
+
+    async def manifest_put(self, manifest: Manifest, tag: str | None = None) -> None:
+        """PUT the raw bytes by tag (or by digest), maintaining the referrers fallback."""
+        cap = self.transport.limits.max_manifest_push
+        if manifest.size > cap:
+            raise ManifestError(
+                f"manifest {manifest.digest} is {manifest.size} bytes; registries accept"
+                f" at most {cap}"
+            )
+        ref = tag or str(manifest.digest)
+        resp = await self.transport.request(
+            "PUT",
+            self._host,
+            f"/v2/{self.name}/manifests/{ref}",
+            scopes=self.push_scopes,
+            headers={"Content-Type": manifest.media_type},
+            data=manifest.raw,
+            ok=(200, 201, 202, 204),
+            what=f"push manifest {self.name}:{ref}",
+        )
+        async with resp:
+            header_digest = resp.headers.get("Docker-Content-Digest")
+            oci_subject = resp.headers.get("OCI-Subject")
+        if header_digest is not None and header_digest != str(manifest.digest):
+            raise DigestMismatchError(
+                f"push manifest {self.name}:{ref}: registry stored {header_digest},"
+                f" sent {manifest.digest}",
+                expected=str(manifest.digest),
+                actual=header_digest,
+            )
+        if manifest.subject is not None and oci_subject is None:
+            await self._add_to_fallback(manifest)
+
+    async def manifest_delete(self, digest: Digest) -> None:
+        """DELETE a manifest by digest (the registry must have deletes enabled)."""
+        resp = await self.transport.request(
+            "DELETE",
+            self._host,
+            f"/v2/{self.name}/manifests/{digest}",
+            scopes=(Scope("repository", self.name, frozenset({"delete", "pull", "push"})),),
+            ok=(200, 202, 204),
+            what=f"delete manifest {self.name}@{digest}",
+        )
+        resp.release()
+
+    # --- blobs ------------------------------------------------------------
+
+    async def blob_head(self, digest: Digest) -> int | None:
+        """Size of the blob in this repository, or None."""
+        resp = await self.transport.request(
+            "HEAD",
+            self._host,
+            f"/v2/{self.name}/blobs/{digest}",
+            scopes=self.pull_scopes,
+            ok=(200, 404),
+            what=f"blob {self.name}@{digest}",
+        )
+        async with resp:
+            if resp.status == 404:
+                return None
+            return resp.content_length if resp.content_length is not None else -1
+
+    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
+        """GET the blob as a size-checked (and, with ``verify``, hash-checked) stream."""
+        what = f"blob {self.name}@{desc.digest}"
+        path = f"/v2/{self.name}/blobs/{desc.digest}"
+
+        async def reopen(offset: int) -> aiohttp.ClientResponse:
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            return await self.transport.request(
+                "GET",
+                self._host,
+                path,
+                scopes=self.pull_scopes,
+                headers=headers,
+                ok=(200, 206),
+                what=what,
+            )
+
+        resp = await reopen(0)
+        length = resp.content_length
+        if length is not None and length != desc.size:
+            resp.release()
+            raise RegistryError(
+                f"{what}: registry announces {length} bytes, the descriptor says {desc.size}"
+            )
+        return RegistryBlobStream(
+            resp,
+            desc.digest,
+            desc.size,
+            reopen,
+            verify=verify,
+            resume_attempts=self.transport.limits.retry.resume_attempts,
+            what=what,
+        )
+
+    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+        """Upload the blob from ``source`` (POST then streaming PUT, chunked fallback)."""
+        await upload_blob(self, desc, source)
+
+    async def mount_blob(self, desc: Descriptor, source: object) -> bool:
+        """Cross-repository mount from another repository of the same registry."""
+        if not isinstance(source, RegistryRepo) or source.host != self._host:
+            return False
+        if source.name == self.name:
+            return False
+        scopes = (*source.pull_scopes, *self.push_scopes)
+        query = urlencode({"mount": str(desc.digest), "from": source.name})
+        resp = await self.transport.request(
+            "POST",
+            self._host,
+            f"/v2/{self.name}/blobs/uploads/?{query}",
+            scopes=scopes,
+            headers={"Content-Length": "0"},
+            data=b"",
+            ok=(201, 202),
+            what=f"mount {desc.digest} from {source.name} into {self.name}",
+        )
+        async with resp:
+            mounted = resp.status == 201
+            location = resp.headers.get("Location")
+        if not mounted and location:
+            from .upload import Upload
+
+            await Upload(self, desc, _absolute(self, location), 0).cancel()
+        return mounted
+
+    # --- tags and referrers ------------------------------------------------
+
+    async def tags(self) -> list[str]:
+        """All tags, following ``Link`` pages (with loop and size guards)."""
+        url: str | None = f"/v2/{self.name}/tags/list"
+        seen: set[str] = set()
+        out: list[str] = []
+        base = self.transport.base_url(self._host)
+        while url is not None:
+            absolute = url if url.startswith("http") else base + url
+            if absolute in seen:
+                raise RegistryError(f"tag list of {self.name}: pagination loops at {absolute}")
+            seen.add(absolute)
+            if len(seen) > _MAX_TAG_PAGES:
+                raise RegistryError(f"tag list of {self.name}: more than {_MAX_TAG_PAGES} pages")
+            resp = await self.transport.request(
+                "GET", self._host, absolute, scopes=self.pull_scopes, what=f"tags of {self.name}"
+            )
+            async with resp:
+                body = await read_limited(resp, 64 * 1024 * 1024, f"tags of {self.name}")
+                links = resp.headers.getall("Link", [])
+            out.extend(_parse_tags(body, self.name))
+            if len(out) > _MAX_TAGS:
+                raise RegistryError(f"tag list of {self.name}: more than {_MAX_TAGS} tags")
+            url = next_link(links, absolute)
+        return out
+
+    async def referrers(self, digest: Digest) -> list[Descriptor]:
+        """Manifests whose subject is ``digest``: referrers API, else the tag fallback."""
+        if self._referrers_api is not False:
+            resp = await self.transport.request(
+                "GET",
+                self._host,
+                f"/v2/{self.name}/referrers/{digest}",
+                scopes=self.pull_scopes,
+                headers={"Accept": mt.OCI_INDEX},
+                ok=(200, 404),
+                what=f"referrers of {self.name}@{digest}",
+            )
+            async with resp:
+                if resp.status == 200 and mt.base(resp.headers.get("Content-Type", "")) == (
+                    mt.OCI_INDEX
+                ):
+                    self._referrers_api = True
+                    raw = await read_limited(resp, self._limits_manifest(), "referrers")
+                    return list(Manifest.parse(raw, mt.OCI_INDEX).manifests)
+            self._referrers_api = False
+        index = await self._fallback_index(digest)
+        return [] if index is None else list(index.manifests)
+
+    async def _fallback_index(self, digest: Digest) -> Manifest | None:
+        try:
+            index = await self.manifest_get(digest.tag_form)
+        except NotFoundError:
+            return None
+        return index if index.is_index else None
+
+    async def _add_to_fallback(self, manifest: Manifest) -> None:
+        """Add ``manifest`` to its subject's ``sha256-<hex>`` fallback index."""
+        subject = manifest.subject
+        assert subject is not None
+        tag = subject.digest.tag_form
+        lock = self._fallback_locks.setdefault(tag, anyio.Lock())
+        async with lock:
+            current = await self._fallback_index(subject.digest)
+            entries: Sequence[Descriptor] = current.manifests if current is not None else ()
+            if any(d.digest == manifest.digest for d in entries):
+                return
+            desc = manifest.descriptor(
+                annotations=manifest.annotations or None,
+                artifact_type=manifest.effective_artifact_type,
+            )
+            index = build_index([*entries, desc])
+            await self.manifest_put(index, tag)
+
+
+def _parse_tags(body: bytes, name: str) -> list[str]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RegistryError(f"tag list of {name} is not JSON") from exc
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise RegistryError(f"tag list of {name} has a malformed 'tags' field")
+    return list(tags)
+
+
+def _absolute(repo: RegistryRepo, location: str) -> str:
+    if location.startswith(("http://", "https://")):
+        return location
+    return repo.transport.base_url(repo.host) + location

@@ -1,0 +1,92 @@
+"""The `Repo` protocol: what every place an image can live answers.
+
+A registry repository, an OCI layout directory, a tar being written and a tar
+being read all answer the same small async interface, so copy, export and
+import are one operation between two repos. Optional abilities are flags
+(``wants_manifest_first``, ``verifies_blobs``) or a separate method that may
+answer "no" (`Repo.mount_blob` returns False when it cannot mount).
+
+Blob bodies move as `BlobSource`: a callable that opens a fresh async stream
+of chunks. A sink that must retry re-opens the source instead of replaying a
+consumed stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from .digest import Digest
+from .manifest import Descriptor, Manifest
+
+__all__ = ["BlobSource", "BlobStream", "Repo"]
+
+
+class BlobStream(Protocol):
+    """An open blob body: iterate it for chunks, then it is closed."""
+
+    size: int
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Opens a fresh stream of a blob's bytes, starting at byte 0.
+BlobSource = Callable[[], Awaitable[BlobStream]]
+
+
+@runtime_checkable
+class Repo(Protocol):
+    """One repository of one store (registry repo, layout dir, tar)."""
+
+    @property
+    def key(self) -> str:
+        """Identity of the repository, e.g. ``registry:host:5000/a/b``; used for single-flight."""
+        ...
+
+    @property
+    def host(self) -> str:
+        """The limit bucket this repo's transfers count against (registry host, or a path)."""
+        ...
+
+    #: The sink must receive a manifest before the blobs it references (a streaming tar).
+    wants_manifest_first: bool
+    #: The sink verifies blob digests itself (a registry does), so hashing here is redundant.
+    verifies_blobs: bool
+
+    async def manifest_head(self, reference: str | Digest) -> Descriptor | None:
+        """Descriptor of a tag or digest, or None when absent."""
+        ...
+
+    async def manifest_get(self, reference: str | Digest) -> Manifest:
+        """The manifest, raw bytes verified against a digest reference."""
+        ...
+
+    async def manifest_put(self, manifest: Manifest, tag: str | None = None) -> None:
+        """Store the manifest's raw bytes, tagged when ``tag`` is given."""
+        ...
+
+    async def blob_head(self, digest: Digest) -> int | None:
+        """Size of the blob, or None when absent."""
+        ...
+
+    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
+        """Open the blob for reading; the stream checks size (and digest with ``verify``)."""
+        ...
+
+    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+        """Store the blob, reading it from ``source`` (re-opened on retry)."""
+        ...
+
+    async def mount_blob(self, desc: Descriptor, source: object) -> bool:
+        """Make the blob available by reference to ``source`` without moving bytes."""
+        ...
+
+    async def tags(self) -> list[str]:
+        """Every tag of the repository."""
+        ...
+
+    async def referrers(self, digest: Digest) -> list[Descriptor]:
+        """Descriptors of the manifests whose ``subject`` is ``digest``."""
+        ...
