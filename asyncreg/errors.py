@@ -76,7 +76,7 @@ class InputError(AsyncregError, ValueError):
     """
 
 
-class ReferenceError_(InputError):  # noqa: N801 - avoid shadowing builtins.ReferenceError
+class ReferenceError_(InputError):
     """A reference such as ``registry:5000/repo:tag`` could not be parsed."""
 
 

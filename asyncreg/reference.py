@@ -85,11 +85,10 @@ def _normalise_registry(text: str) -> str:
     """Validate ``host[:port]`` and return it lowercased, aliases folded, port canonical."""
     port: str | None
     if text.startswith("["):
-        end = text.find("]")
-        inner, rest = text[1:end], text[end + 1 :]
-        if end < 0 or not _IPV6_CHARS.fullmatch(inner):
-            raise ReferenceError_(f"invalid IPv6 registry address {_show(text)}")
-        try:
+        inner, bracket, rest = text[1:].partition("]")
+        try:  # the grammar's character set first: no zone ("%eth0"), no dotted IPv4 tail
+            if not bracket or not _IPV6_CHARS.fullmatch(inner):
+                raise ValueError(inner)
             host = f"[{ipaddress.IPv6Address(inner).compressed}]"
         except ValueError as exc:
             raise ReferenceError_(f"invalid IPv6 registry address {_show(text)}") from exc
@@ -158,6 +157,13 @@ def _parse_digest(text: str | Digest) -> Digest:
 
 def _suffix(tag: str | None, digest: Digest | None) -> str:
     return (f":{tag}" if tag is not None else "") + (f"@{digest}" if digest is not None else "")
+
+
+def _manifest_reference(tag: str | None, digest: Digest | None) -> str:
+    # A digest pins more precisely than a tag; with neither, registries mean "latest".
+    if digest is not None:
+        return str(digest)
+    return tag if tag is not None else "latest"
 
 
 def _refuse_scheme(text: str) -> None:
@@ -282,9 +288,7 @@ class Reference:
     @property
     def reference(self) -> str:
         """The ``<reference>`` of ``/v2/<name>/manifests/<reference>``."""
-        if self.digest is not None:
-            return str(self.digest)
-        return self.tag if self.tag is not None else "latest"
+        return _manifest_reference(self.tag, self.digest)
 
     def same_repository(self, other: object) -> bool:
         """True if ``other`` is a `Reference` to the same registry and repository."""
@@ -357,9 +361,7 @@ class LayoutReference:
     @property
     def reference(self) -> str:
         """The digest if set, else the tag, else ``latest``."""
-        if self.digest is not None:
-            return str(self.digest)
-        return self.tag if self.tag is not None else "latest"
+        return _manifest_reference(self.tag, self.digest)
 
 
 def parse_location(text: str) -> Reference | LayoutReference:

@@ -183,6 +183,22 @@ def test_redirect_middleware_sends_blob_gets_elsewhere(tmp_path: Path) -> None:
         assert _manifest(reg, "redir/x", "v1", MT_OCI_MANIFEST)[0] == built.manifest
 
 
+def test_registry_env_overrides_are_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # distribution reads REGISTRY_* as config overrides; these would break the start.
+    monkeypatch.setenv("REGISTRY_HTTP_ADDR", "256.0.0.1:1")
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", "/nonexistent")
+    with RegistryProcess() as reg:
+        assert _get(f"{reg.url}/v2/")[0] == 200
+
+
+def test_failed_start_raises_with_the_log_tail() -> None:
+    reg = RegistryProcess(RegistryOptions(redirect_baseurl="no-scheme"))
+    with pytest.raises(RuntimeError, match=r"(?s)exited with status \d+.*no scheme specified"):
+        reg.start()
+    assert not reg.running
+    reg.stop()
+
+
 def test_require_tools_fails_loudly() -> None:
     require_tools("docker-registry", "skopeo")
     with pytest.raises(RuntimeError, match="no-such-tool-xyz not found: run `make test`"):
@@ -458,6 +474,47 @@ def test_skopeo_error_carries_stderr(registry: RegistryProcess, tmp_path: Path) 
 
     with pytest.raises(SkopeoError, match="manifest unknown"):
         asyncio.run(fail())
+
+
+def test_skopeo_error_hides_passwords(auth_registry: RegistryProcess, tmp_path: Path) -> None:
+    src = f"docker://{auth_registry.host}/no/such:tag"
+    with pytest.raises(SkopeoError) as info:
+        skopeo_copy(src, f"dir:{tmp_path / 'd'}", "--src-creds=alice:hunter2-secret")
+    assert "hunter2-secret" not in str(info.value)
+    assert "--src-creds=alice:***" in str(info.value)
+
+
+def test_cancelling_async_copy_kills_skopeo(
+    seeded: Seeder, registry_b: RegistryProcess, repo_name: str
+) -> None:
+    import asyncio
+
+    _, ref = seeded(ImageSpec(layers=1, layer_size=1000))
+    before = set(_skopeo_pids())
+
+    async def cancelled() -> None:
+        async with asyncio.timeout(0.02):
+            await skopeo_copy_async(f"docker://{ref}", f"docker://{registry_b.host}/{repo_name}:x")
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(cancelled())
+    assert set(_skopeo_pids()) <= before
+
+
+def _skopeo_pids() -> list[int]:
+    """PIDs of skopeo processes that are children of this test process."""
+    me = str(os.getpid())
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        head, _, tail = text.rpartition(")")
+        comm = head.partition("(")[2]
+        if comm == "skopeo" and tail.split()[1] == me:
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def test_push_layout_names_missing_tags(builder: ImageBuilder, registry: RegistryProcess) -> None:

@@ -352,9 +352,11 @@ async def run_credential_helper(
 ) -> Credential:
     """Run ``docker-credential-NAME get`` for ``host`` and parse its answer.
 
-    "Not found" answers give an anonymous `Credential`; anything else that is
-    not a valid answer raises `ConfigError` naming the helper and host but
-    never its output on success, which carries the secret.
+    A failing exit whose output says "credentials not found" (the standard
+    message, normally with status 1; any non-zero status is accepted since
+    helpers differ) gives an anonymous `Credential`. Anything else that is not
+    a valid answer raises `ConfigError` naming the helper and server, quoting
+    a failing helper's message but never output that could hold the secret.
     """
     program = f"docker-credential-{name}"
     server = helper_server_url(host)

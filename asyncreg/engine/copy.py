@@ -21,7 +21,7 @@ starve the limits.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import anyio
@@ -47,6 +47,9 @@ class Job:
     progress: Progress = field(default_factory=Progress)
     blobs: SingleFlight[None] = field(default_factory=SingleFlight)
     manifests: SingleFlight[None] = field(default_factory=SingleFlight)
+    #: Uploads by (target host, digest): a blob going to two repos of one
+    #: registry is uploaded once and mounted into the other.
+    uploads: SingleFlight[None] = field(default_factory=SingleFlight)
     #: (host, digest) -> repos known to hold the blob, for cross-repository mounts.
     holders: dict[tuple[str, Digest], list[Repo]] = field(default_factory=dict)
 
@@ -60,10 +63,12 @@ class Job:
 class _CountingStream:
     """Passes a blob stream through, reporting bytes as progress events."""
 
-    def __init__(self, inner: BlobStream, progress: Progress, digest: str, target: str) -> None:
+    def __init__(
+        self, inner: BlobStream, emit: Callable[[Event], None], digest: str, target: str
+    ) -> None:
         self._inner = inner
         self.size = inner.size
-        self._progress = progress
+        self._emit = emit
         self._digest = digest
         self._target = target
 
@@ -71,7 +76,7 @@ class _CountingStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        emit = self._progress.emit
+        emit = self._emit
         async for chunk in self._inner:
             emit(Event(EventKind.BYTES, "blob", self._digest, self._target, amount=len(chunk)))
             yield chunk
@@ -92,14 +97,18 @@ class Copier:
         self._wanted = options.wanted_platforms()
         self._src_tags: list[str] | None = None
         self._tags_lock = anyio.Lock()
-        self._emit = job.progress.emit
+        self._local = Progress()
+
+    def _emit(self, event: Event) -> None:
+        """Count ``event`` for this copy's result and pass it to the job."""
+        self._local.emit(event)
+        self.job.progress.emit(event)
 
     # --- entry point ------------------------------------------------------
 
     async def copy(self, src_reference: str | Digest, dst_tag: str | None) -> CopyResult:
         """Copy the image named by ``src_reference`` to ``dst`` (tagged ``dst_tag``)."""
         started = time.monotonic()
-        before = self.job.progress.statistics()
         async with self.job.slots.hold(self.src.host):
             desc = await self.src.manifest_head(src_reference)
         if desc is None:
@@ -117,7 +126,7 @@ class Copier:
                 await self._extras(desc.digest, ())
         if not skipped:
             target_digest = await self._manifest(desc, dst_tag, (), top=True)
-        after = self.job.progress.statistics()
+        after = self._local.statistics()
         return CopyResult(
             source=f"{self.src.key}:{src_reference}",
             target=f"{self.dst.key}:{dst_tag or desc.digest}",
@@ -125,11 +134,11 @@ class Copier:
             media_type=desc.media_type,
             platforms=tuple(self.options.platforms),
             skipped=skipped,
-            blobs_moved=after.blobs_moved - before.blobs_moved,
-            blobs_skipped=after.blobs_skipped - before.blobs_skipped,
-            blobs_mounted=after.blobs_mounted - before.blobs_mounted,
-            manifests_pushed=after.manifests_pushed - before.manifests_pushed,
-            bytes_moved=after.bytes_moved - before.bytes_moved,
+            blobs_moved=after.blobs_moved,
+            blobs_skipped=after.blobs_skipped,
+            blobs_mounted=after.blobs_mounted,
+            manifests_pushed=after.manifests_pushed,
+            bytes_moved=after.bytes_moved,
             duration=time.monotonic() - started,
         )
 
@@ -263,7 +272,11 @@ class Copier:
             return
         async with self.job.slots.hold(self.dst.host):
             present = await self.dst.manifest_head(tag)
-        if present is not None and present.digest == desc.digest and not self.options.force_recursive:
+        if (
+            present is not None
+            and present.digest == desc.digest
+            and not self.options.force_recursive
+        ):
             return
         await self._manifest_once(desc, tag, lineage, top=False)
 
@@ -288,13 +301,32 @@ class Copier:
             self.job.holds(self.dst, desc.digest)
             self._emit(Event(EventKind.SKIPPED, "blob", digest, target, size=desc.size))
             return
+        if await self._try_mounts(desc):
+            return
+        _, ran = await self.job.uploads.do(
+            f"{self.dst.host}@{desc.digest}", lambda: self._upload(desc)
+        )
+        if ran:
+            return
+        # Another copy of this job put the blob into a sibling repo: mount from there.
+        if not await self._try_mounts(desc):
+            await self._upload(desc)
+
+    async def _try_mounts(self, desc: Descriptor) -> bool:
         for candidate in self._mount_sources(desc.digest):
             async with self.job.slots.hold(self.dst.host):
                 mounted = await self.dst.mount_blob(desc, candidate)
             if mounted:
                 self.job.holds(self.dst, desc.digest)
-                self._emit(Event(EventKind.MOUNTED, "blob", digest, target, size=desc.size))
-                return
+                self._emit(
+                    Event(EventKind.MOUNTED, "blob", str(desc.digest), self.dst.key, size=desc.size)
+                )
+                return True
+        return False
+
+    async def _upload(self, desc: Descriptor) -> None:
+        digest = str(desc.digest)
+        target = self.dst.key
         opens = 0
         verify = not self.dst.verifies_blobs
 
@@ -304,7 +336,7 @@ class Copier:
             if opens > 1:
                 self._emit(Event(EventKind.RETRIED, "blob", digest, target, size=desc.size))
             inner = await self.src.blob_open(desc, verify=verify)
-            return _CountingStream(inner, self.job.progress, digest, target)
+            return _CountingStream(inner, self._emit, digest, target)
 
         self._emit(Event(EventKind.STARTED, "blob", digest, target, size=desc.size))
         try:

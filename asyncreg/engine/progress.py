@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 __all__ = ["Event", "EventKind", "Progress", "Statistics"]
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     """What happened to a manifest or blob."""
 
     QUEUED = "queued"

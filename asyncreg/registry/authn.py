@@ -173,7 +173,9 @@ class Authenticator:
     def _check_realm(self, host: str, realm: str) -> str:
         parts = urlsplit(realm)
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise AuthError(f"{host}: token realm {realm[:200]!r} is not an http(s) URL", status=401)
+            raise AuthError(
+                f"{host}: token realm {realm[:200]!r} is not an http(s) URL", status=401
+            )
         if parts.username is not None or parts.password is not None:
             raise AuthError(f"{host}: token realm must not contain credentials", status=401)
         if parts.scheme == "http" and not self._plain_http(host):

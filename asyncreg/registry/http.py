@@ -280,9 +280,7 @@ class Transport:
                 body = b""
             finally:
                 resp.release()
-            err = error_from_answer(
-                status, resp.headers, body, method=method, url=url, what=what
-            )
+            err = error_from_answer(status, resp.headers, body, method=method, url=url, what=what)
             if status in RETRYABLE_STATUS and replayable:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 if status == 429:

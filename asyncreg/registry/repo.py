@@ -136,14 +136,16 @@ class RegistryRepo:
                 claimed = Digest.parse(header_digest)
             except ValueError:
                 claimed = None
-            if claimed is not None and claimed.algorithm == manifest.digest.algorithm:
-                if claimed != manifest.digest:
-                    raise DigestMismatchError(
-                        f"{what}: body hashes to {manifest.digest} but the registry"
-                        f" says {claimed}",
-                        expected=str(claimed),
-                        actual=str(manifest.digest),
-                    )
+            if (
+                claimed is not None
+                and claimed.algorithm == manifest.digest.algorithm
+                and claimed != manifest.digest
+            ):
+                raise DigestMismatchError(
+                    f"{what}: body hashes to {manifest.digest} but the registry says {claimed}",
+                    expected=str(claimed),
+                    actual=str(manifest.digest),
+                )
         return manifest
 
     async def manifest_put(self, manifest: Manifest, tag: str | None = None) -> None:

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin
 
+import anyio
+
 from ..errors import AsyncregError, DigestMismatchError, RegistryError
 from ..manifest import Descriptor
 from ..store import BlobSource, BlobStream
@@ -174,8 +176,14 @@ async def upload_blob(repo: RegistryRepo, desc: Descriptor, source: BlobSource) 
             if not getattr(exc, "retryable", False):
                 raise
             last = exc
+        except BaseException:
+            # Cancelled (a sibling failed) or interrupted: drop the session anyway.
+            with anyio.CancelScope(shield=True):
+                await upload.cancel()
+            raise
         finally:
-            await stream.aclose()
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
     assert last is not None
     raise last
 

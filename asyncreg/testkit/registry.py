@@ -230,13 +230,17 @@ class RegistryProcess:
                 self._spawn()
                 if self._wait_ready():
                     return self
-                tail = self.log_tail()
+                status = self._proc.poll() if self._proc is not None else None
                 self._terminate()
+                tail = self.log_tail()
                 if attempt == attempts or "address already in use" not in tail:
-                    raise RuntimeError(
-                        f"docker-registry on {self.url} did not answer GET /v2/ within"
-                        f" {START_TIMEOUT:g} s; log {self.log_path}:\n{tail}"
+                    what = (
+                        f"did not answer GET /v2/ within {START_TIMEOUT:g} s"
+                        if status is None
+                        else f"exited with status {status} before answering"
                     )
+                    # The temporary directory goes away below: quote the log, not its path.
+                    raise RuntimeError(f"docker-registry on {self.url} {what}; log tail:\n{tail}")
         except BaseException:
             self._terminate()
             self._remove_tmp()

@@ -7,9 +7,10 @@ round), and so results can be compared with a well-known tool.
 Every call adds:
 
 - ``--insecure-policy``: skopeo refuses to run without a signature policy
-  (``/etc/containers/policy.json``), which CI containers often lack; the lab
-  only talks to its own loopback registries, so the policy has nothing to
-  protect.
+  (``/etc/containers/policy.json``). Debian's skopeo package installs one
+  that accepts anything, so the flag changes nothing there, but CI containers
+  and hand-built skopeo often lack the file; the lab only talks to its own
+  loopback registries, so a policy has nothing to protect.
 - ``--src-tls-verify=false`` / ``--dest-tls-verify=false`` (``--tls-verify=false``
   for ``inspect``) for ``docker://`` references only: the flags do not exist
   for other transports, and the lab registries are plain HTTP or use a
@@ -54,10 +55,23 @@ class SkopeoError(RuntimeError):
 
     def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
         status = "timed out" if returncode is None else f"exited with status {returncode}"
-        super().__init__(f"{' '.join(argv)} {status}:\n{stderr.strip()}")
+        shown = " ".join(_redact(arg) for arg in argv)
+        super().__init__(f"{shown} {status}:\n{stderr.strip()}")
         self.argv = tuple(argv)
         self.returncode = returncode
         self.stderr = stderr
+
+
+_CRED_FLAGS = ("--creds=", "--src-creds=", "--dest-creds=")
+
+
+def _redact(arg: str) -> str:
+    """Hide the password of a credentials flag: error messages end up in CI logs."""
+    for flag in _CRED_FLAGS:
+        if arg.startswith(flag):
+            user = arg[len(flag) :].partition(":")[0]
+            return f"{flag}{user}:***"
+    return arg
 
 
 def _is_docker(ref: str) -> bool:

@@ -17,6 +17,7 @@ expiry; nothing here is meant to be secure, only to behave like the real thing.
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import time
@@ -260,12 +261,13 @@ class TokenAuthProxy(LoopbackServer):
         if not header.lower().startswith("basic "):
             return False, None
         try:
-            creds = aiohttp.BasicAuth.decode(header)
-        except ValueError:
+            decoded = base64.b64decode(header[len("basic ") :].strip(), validate=True)
+            login, sep, password = decoded.decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
             return True, None
-        if self.users.get(creds.login) != creds.password:
+        if not sep or login not in self.users or self.users[login] != password:
             return True, None
-        return True, creds.login
+        return True, login
 
     async def _token_get(self, request: web.Request) -> web.Response:
         had_basic, user = self._basic(request)

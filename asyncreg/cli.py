@@ -1,0 +1,191 @@
+"""The ``asyncreg`` command line.
+
+Results go to stdout (a digest, or JSON with ``--json``); progress and errors
+go to stderr. The exit status is 0 on success, 1 when an operation failed
+(with a one-line reason), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import anyio
+import orjson
+
+from .client import Client
+from .config import HostConfig, Limits
+from .engine.progress import Progress
+from .errors import AsyncregError
+from .options import CopyOptions, CopyResult
+from .progressview import PlainView, TerminalView
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asyncreg", description="Move container images between registries, concurrently."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--concurrency", type=int, default=Limits().transfers, help="transfers in flight"
+        )
+        sp.add_argument(
+            "--per-host", type=int, default=Limits().per_host, help="transfers per host"
+        )
+        sp.add_argument(
+            "--plain-http",
+            action="append",
+            default=[],
+            metavar="HOST",
+            help="speak plain HTTP to HOST (loopback hosts do by default)",
+        )
+        sp.add_argument(
+            "--tls-no-verify",
+            action="append",
+            default=[],
+            metavar="HOST",
+            help="use TLS to HOST but do not verify its certificate",
+        )
+        sp.add_argument(
+            "--ca-file",
+            action="append",
+            default=[],
+            metavar="HOST=PEM",
+            help="trust the CA in PEM for HOST",
+        )
+        sp.add_argument("--json", action="store_true", help="print results as JSON")
+
+    cp = sub.add_parser("copy", help="copy an image or index from SRC to DST")
+    cp.add_argument("src")
+    cp.add_argument("dst")
+    cp.add_argument("--platform", help="copy only the image for this platform (os/arch[/variant])")
+    cp.add_argument("--platforms", default="", help="comma-separated index entries to copy")
+    cp.add_argument(
+        "--filter-index",
+        action="store_true",
+        help="push a new index holding only --platforms (new digest)",
+    )
+    cp.add_argument("--force-recursive", action="store_true", help="walk and repair every child")
+    cp.add_argument("--include-external", action="store_true", help="copy foreign layers too")
+    cp.add_argument("--referrers", action="store_true", help="copy referrers (signatures, SBOMs)")
+    cp.add_argument("--digest-tags", action="store_true", help="copy sha256-<hex>* tags")
+    cp.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
+    common(cp)
+
+    tg = sub.add_parser("tags", help="list the tags of a repository")
+    tg.add_argument("repo")
+    common(tg)
+
+    mf = sub.add_parser("manifest", help="print a manifest's raw bytes")
+    mf.add_argument("ref")
+    common(mf)
+    return p
+
+
+def _client(args: argparse.Namespace) -> Client:
+    hosts: dict[str, HostConfig] = {}
+    for host in args.plain_http:
+        hosts[host] = HostConfig(plain_http=True)
+    for host in args.tls_no_verify:
+        hosts[host] = HostConfig(plain_http=False, tls_verify=False)
+    for item in args.ca_file:
+        host, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit("asyncreg: --ca-file wants HOST=PEM")
+        hosts[host] = HostConfig(plain_http=False, ca_file=path)
+    limits = Limits(transfers=args.concurrency, per_host=args.per_host)
+    return Client(limits=limits, hosts=hosts)
+
+
+async def _copy(args: argparse.Namespace) -> int:
+    options = CopyOptions(
+        platform=args.platform,
+        platforms=tuple(p for p in args.platforms.split(",") if p),
+        filter_index=args.filter_index,
+        force_recursive=args.force_recursive,
+        include_external=args.include_external,
+        referrers=args.referrers,
+        digest_tags=args.digest_tags,
+    )
+    progress = Progress()
+    mode = args.progress
+    if mode == "auto":
+        mode = "tty" if sys.stderr.isatty() else "plain"
+    view: TerminalView | None = None
+    if mode == "tty":
+        view = TerminalView(progress)
+    elif mode == "plain":
+        progress.subscribe(PlainView())
+    async with _client(args) as client, anyio.create_task_group() as tg:
+        if view is not None:
+            tg.start_soon(view.run)
+        try:
+            result = await client.copy(args.src, args.dst, options, progress=progress)
+        finally:
+            tg.cancel_scope.cancel()
+            if view is not None:
+                view.render()
+    _print_result(result, as_json=args.json)
+    return 0
+
+
+def _print_result(result: CopyResult, *, as_json: bool) -> None:
+    if as_json:
+        doc = asdict(result)
+        doc["digest"] = str(result.digest)
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        return
+    print(result.digest)
+    state = "up to date" if result.skipped else "copied"
+    rate = result.bytes_moved / result.duration / 1e6 if result.duration > 0 else 0.0
+    print(
+        f"{state}: {result.blobs_moved} blobs moved, {result.blobs_skipped} skipped,"
+        f" {result.blobs_mounted} mounted, {result.manifests_pushed} manifests pushed,"
+        f" {result.bytes_moved} bytes in {result.duration:.2f}s ({rate:.1f} MB/s)",
+        file=sys.stderr,
+    )
+
+
+async def _tags(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        tags = await client.repo(args.repo).tags()
+    if args.json:
+        sys.stdout.write(orjson.dumps(tags).decode() + "\n")
+    else:
+        for tag in tags:
+            print(tag)
+    return 0
+
+
+async def _manifest(args: argparse.Namespace) -> int:
+    from .reference import parse_location
+
+    ref = parse_location(args.ref)
+    async with _client(args) as client:
+        manifest = await client.repo(ref).manifest_get(ref.digest or ref.reference)
+    sys.stdout.buffer.write(manifest.raw + b"\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = _parser().parse_args(argv)
+    handlers = {"copy": _copy, "tags": _tags, "manifest": _manifest}
+    try:
+        return anyio.run(handlers[args.command], args)
+    except AsyncregError as exc:
+        print(f"asyncreg: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("asyncreg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
