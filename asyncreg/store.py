@@ -63,8 +63,14 @@ class Repo(Protocol):
         """The manifest, raw bytes verified against a digest reference."""
         ...
 
-    async def manifest_put(self, manifest: Manifest, tag: str | None = None) -> None:
-        """Store the manifest's raw bytes, tagged when ``tag`` is given."""
+    async def manifest_put(
+        self, manifest: Manifest, tag: str | None = None, *, child: bool = False
+    ) -> None:
+        """Store the manifest's raw bytes, tagged when ``tag`` is given.
+
+        ``child`` marks a manifest reached through a parent (an index entry, a
+        referrer): a layout records only top-level manifests in its index.
+        """
         ...
 
     async def blob_head(self, digest: Digest) -> int | None:

@@ -287,6 +287,24 @@ async def test_drop_closes_without_answer(proxy: FaultProxy, http: aiohttp.Clien
         assert resp.status == 200
 
 
+async def test_faults_on_uploads(proxy: FaultProxy, http: aiohttp.ClientSession) -> None:
+    """A refused or cut upload leaves the session usable: the retry goes through."""
+    repo = new_repo()
+    data = os.urandom(MiB // 2)
+    proxy.add_rule(Rule(Status(503), method="PUT", times=1))
+    proxy.add_rule(Rule(Drop(), method="PUT", after=1, times=1))
+    async with http.post(f"{proxy.url}/v2/{repo}/blobs/uploads/") as resp:
+        url = URL(resp.headers["Location"]).update_query(digest=sha256(data))
+    async with http.put(url, data=data) as resp:
+        assert resp.status == 503
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.put(url, data=data) as resp:
+            await resp.read()
+    async with http.put(url, data=data) as resp:
+        assert resp.status == 201
+    assert [r.status for r in proxy.requests] == [202, 503, None, 201]
+
+
 async def test_drop_body_after_gives_short_body(
     proxy: FaultProxy, http: aiohttp.ClientSession
 ) -> None:

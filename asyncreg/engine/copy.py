@@ -236,7 +236,7 @@ class Copier:
         self._emit(Event(EventKind.STARTED, "manifest", digest, self.dst.key, size=manifest.size))
         try:
             async with self.job.slots.hold(self.dst.host):
-                await self.dst.manifest_put(manifest, None if (self.options.child and top) else tag)
+                await self.dst.manifest_put(manifest, tag, child=not top or self.options.child)
         except BaseException as exc:
             self._emit(Event(EventKind.FAILED, "manifest", digest, self.dst.key, error=str(exc)))
             raise

@@ -14,7 +14,6 @@ registry that did not answer with ``OCI-Subject``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from urllib.parse import urlencode
 
 import aiohttp
@@ -25,8 +24,9 @@ from .. import mediatypes as mt
 from ..auth.scope import Scope
 from ..digest import Digest
 from ..errors import DigestMismatchError, ManifestError, NotFoundError, RegistryError
-from ..manifest import Descriptor, Manifest, build_index
+from ..manifest import Descriptor, Manifest
 from ..reference import Reference
+from ..referrers import fallback_add, fallback_list
 from ..store import BlobSource, BlobStream
 from .blobstream import RegistryBlobStream
 from .http import Transport, read_limited
@@ -148,8 +148,11 @@ class RegistryRepo:
                 )
         return manifest
 
-    async def manifest_put(self, manifest: Manifest, tag: str | None = None) -> None:
+    async def manifest_put(
+        self, manifest: Manifest, tag: str | None = None, *, child: bool = False
+    ) -> None:
         """PUT the raw bytes by tag (or by digest), maintaining the referrers fallback."""
+        del child  # a registry keeps every manifest the same way
         cap = self.transport.limits.max_manifest_push
         if manifest.size > cap:
             raise ManifestError(
@@ -321,33 +324,15 @@ class RegistryRepo:
                     raw = await read_limited(resp, self._limits_manifest(), "referrers")
                     return list(Manifest.parse(raw, mt.OCI_INDEX).manifests)
             self._referrers_api = False
-        index = await self._fallback_index(digest)
-        return [] if index is None else list(index.manifests)
-
-    async def _fallback_index(self, digest: Digest) -> Manifest | None:
-        try:
-            index = await self.manifest_get(digest.tag_form)
-        except NotFoundError:
-            return None
-        return index if index.is_index else None
+        return await fallback_list(self, digest)
 
     async def _add_to_fallback(self, manifest: Manifest) -> None:
         """Add ``manifest`` to its subject's ``sha256-<hex>`` fallback index."""
-        subject = manifest.subject
-        assert subject is not None
-        tag = subject.digest.tag_form
+        assert manifest.subject is not None
+        tag = manifest.subject.digest.tag_form
         lock = self._fallback_locks.setdefault(tag, anyio.Lock())
         async with lock:
-            current = await self._fallback_index(subject.digest)
-            entries: Sequence[Descriptor] = current.manifests if current is not None else ()
-            if any(d.digest == manifest.digest for d in entries):
-                return
-            desc = manifest.descriptor(
-                annotations=manifest.annotations or None,
-                artifact_type=manifest.effective_artifact_type,
-            )
-            index = build_index([*entries, desc])
-            await self.manifest_put(index, tag)
+            await fallback_add(self, manifest)
 
 
 def _parse_tags(body: bytes, name: str) -> list[str]:

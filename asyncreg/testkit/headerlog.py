@@ -24,8 +24,6 @@ from asyncreg.testkit.proxy import LoopbackServer
 
 __all__ = ["HeaderLogServer", "LoggedRequest"]
 
-_RECORD_KEY = web.RequestKey("headerlog_record", object)
-
 
 @dataclass
 class LoggedRequest:
@@ -36,6 +34,9 @@ class LoggedRequest:
     query: MultiDictProxy[str]
     headers: CIMultiDictProxy[str]
     status: int | None = None
+
+
+_RECORD_KEY = web.RequestKey("headerlog_record", LoggedRequest)
 
 
 def resolve_under(root: Path, url_path: str) -> Path | None:
@@ -79,7 +80,7 @@ class HeaderLogServer(LoopbackServer):
 
     async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         record = request.get(_RECORD_KEY)
-        if isinstance(record, LoggedRequest):
+        if record is not None:
             record.status = response.status
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

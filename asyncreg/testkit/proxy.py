@@ -236,8 +236,8 @@ class Rule:
 class RecordedRequest:
     """One request as the proxy saw it, and what it answered.
 
-    ``status`` is None while the request is in flight and when no status line
-    was sent (`Drop`); ``actions`` names the rule actions applied to it.
+    ``status`` is the status line sent, None while none has been sent (in
+    flight, or `Drop`); ``actions`` names the rule actions applied to it.
     """
 
     method: str
@@ -247,6 +247,9 @@ class RecordedRequest:
     headers: CIMultiDictProxy[str]
     status: int | None = None
     actions: tuple[str, ...] = ()
+
+
+_RECORD_KEY = web.RequestKey("asyncreg_fault_record", RecordedRequest)
 
 
 # --- streaming, shared with tokenauth -------------------------------------------------
@@ -635,7 +638,16 @@ class FaultProxy(LoopbackServer):
     def _make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_response_prepare.append(self._on_prepare)
         return app
+
+    @staticmethod
+    async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        # The status line is about to be sent: record it even if the client
+        # then disconnects and the handler is cancelled mid-body.
+        record = request.get(_RECORD_KEY)
+        if record is not None:
+            record.status = response.status
 
     async def _on_start(self) -> None:
         self._session = upstream_session()
@@ -654,6 +666,7 @@ class FaultProxy(LoopbackServer):
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
         )
         self.requests.append(record)
+        request[_RECORD_KEY] = record
         actions = [r.action for r in list(self.rules) if r._take(request.method, request.path)]
         record.actions = tuple(type(a).__name__ for a in actions)
 
@@ -681,14 +694,12 @@ class FaultProxy(LoopbackServer):
                     opts.strip_range = True
 
         if isinstance(final, Status):
-            record.status = final.status
             return web.Response(status=final.status, headers=final.headers, body=final.body)
         if isinstance(final, Drop):
+            del request[_RECORD_KEY]  # no status line goes out
             abort_connection(request)
             return web.Response()
         assert self._session is not None, "proxy not started"
-        resp = await forward(
+        return await forward(
             request, self._session, self.upstream, public_origin=self.url, options=opts
         )
-        record.status = resp.status
-        return resp
