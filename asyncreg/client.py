@@ -24,7 +24,8 @@ from .config import HostConfig, Limits
 from .engine.copy import Copier, Job
 from .engine.limits import Slots
 from .engine.progress import Event, Progress
-from .errors import AsyncregError, ConfigError, CopyError
+from .errors import AsyncregError, CopyError
+from .layout.store import LayoutRepo
 from .options import CopyOptions, CopyResult
 from .reference import LayoutReference, Reference, parse_location
 from .registry.http import Transport
@@ -93,7 +94,7 @@ class Client:
         ref = parse_location(location) if isinstance(location, str) else location
         if isinstance(ref, Reference):
             return RegistryRepo(self.transport, ref)
-        raise ConfigError(f"{ref}: OCI layout directories are not supported yet")
+        return LayoutRepo(ref.path, max_manifest_size=self.limits.max_manifest_size)
 
     # --- copy -------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""OCI layout directories (``ocidir://``) as copy source and target, checked by skopeo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+
+from asyncreg import Client, CopyOptions, Digest
+from asyncreg.errors import DigestMismatchError
+from asyncreg.layout.store import LayoutRepo
+from asyncreg.manifest import Descriptor
+from asyncreg.testkit.builder import ImageBuilder, ImageSpec
+from asyncreg.testkit.registry import RegistryProcess
+from asyncreg.testkit.skopeo import push_layout, skopeo_copy, skopeo_inspect_raw
+from asyncreg.testkit.validate import validate
+from tests.fixtures import Seeder
+
+pytestmark = pytest.mark.anyio
+
+SMALL = ImageSpec(layers=2, layer_size=80 * 1024)
+
+
+async def test_registry_to_layout_is_read_by_skopeo(
+    seeded: Seeder, tmp_path: Path, registry_b: RegistryProcess, repo_name: str
+) -> None:
+    built, src = seeded(SMALL, platforms=["linux/amd64", "linux/arm64"])
+    out = tmp_path / "out"
+    async with Client() as client:
+        result = await client.copy(src, f"ocidir://{out}:v1")
+        await validate(client.repo(f"ocidir://{out}"), "v1")
+    assert str(result.digest) == built.digest
+    index = orjson.loads((out / "index.json").read_bytes())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
+        "v1"
+    ]
+    assert orjson.loads((out / "oci-layout").read_bytes())["imageLayoutVersion"] == "1.0.0"
+    # skopeo, an independent reader, moves our layout into a registry unchanged.
+    skopeo_copy(f"oci:{out}:v1", f"docker://{registry_b.host}/{repo_name}:v1", "--all")
+    raw = skopeo_inspect_raw(f"docker://{registry_b.host}/{repo_name}:v1")
+    assert str(Digest.of(raw)) == built.digest
+
+
+async def test_skopeo_layout_to_registry(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    built = builder.image("one", SMALL)
+    theirs = tmp_path / "skopeo-layout"
+    skopeo_copy(f"oci:{builder.root}:one", f"oci:{theirs}:one")
+    dst = f"{registry.host}/{repo_name}:one"
+    async with Client() as client:
+        result = await client.copy(f"ocidir://{theirs}:one", dst)
+        await validate(client.repo(dst), "one")
+    assert str(result.digest) == built.digest
+
+
+async def test_concurrent_copies_into_one_layout_keep_every_entry(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    tags = [f"t{i}" for i in range(6)]
+    for i, tag in enumerate(tags):
+        builder.image(tag, ImageSpec(layers=1, layer_size=16 * 1024, labels={"n": str(i)}))
+        push_layout(builder.root, tag, registry.host, repo_name)
+    out = tmp_path / "shared"
+    async with Client() as client, anyio.create_task_group() as tg:
+        for tag in tags:
+            tg.start_soon(
+                client.copy, f"{registry.host}/{repo_name}:{tag}", f"ocidir://{out}:{tag}"
+            )
+    async with Client() as client:
+        assert sorted(await client.repo(f"ocidir://{out}").tags()) == tags
+
+
+async def test_layout_referrers_and_copy_back(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    image = builder.image("app", SMALL)
+    sig = builder.artifact("sig", image)
+    out = tmp_path / "with-refs"
+    async with Client() as client:
+        layout = client.repo(f"ocidir://{builder.root}")
+        # Re-put the artifact through asyncreg so the tag-schema index exists in the source.
+        await layout.manifest_put(await layout.manifest_get("sig"), "sig")
+        await client.copy(
+            f"ocidir://{builder.root}:app", f"ocidir://{out}:app", CopyOptions(referrers=True)
+        )
+        found = await client.repo(f"ocidir://{out}").referrers(Digest.parse(image.digest))
+        assert [str(d.digest) for d in found] == [sig.digest]
+        dst = f"{registry.host}/{repo_name}:app"
+        await client.copy(f"ocidir://{out}:app", dst, CopyOptions(referrers=True))
+        remote = await client.repo(dst).referrers(Digest.parse(image.digest))
+        assert [str(d.digest) for d in remote] == [sig.digest]
+
+
+async def test_blob_with_wrong_bytes_never_gets_its_name(tmp_path: Path) -> None:
+    repo = LayoutRepo(tmp_path / "layout")
+    good = b"x" * 1000
+    desc = Descriptor("application/octet-stream", Digest.of(good), len(good))
+
+    class Stream:
+        size = len(good)
+
+        def __aiter__(self):  # type: ignore[no-untyped-def]
+            async def gen():  # type: ignore[no-untyped-def]
+                yield b"y" * 1000
+
+            return gen()
+
+        async def aclose(self) -> None:
+            return None
+
+    async def source() -> Stream:
+        return Stream()
+
+    with pytest.raises(DigestMismatchError):
+        await repo.blob_put(desc, source)  # type: ignore[arg-type]
+    assert await repo.blob_head(desc.digest) is None
+    assert list((tmp_path / "layout" / "blobs" / "sha256").iterdir()) == []
