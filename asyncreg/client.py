@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import anyio
 
@@ -25,8 +27,10 @@ from .engine.copy import Copier, Job
 from .engine.limits import Slots
 from .engine.progress import Event, Progress
 from .errors import AsyncregError, CopyError
+from .export.tarwriter import TarWriterRepo
 from .layout.store import LayoutRepo
 from .options import CopyOptions, CopyResult
+from .platform import Platform
 from .reference import LayoutReference, Reference, parse_location
 from .registry.http import Transport
 from .registry.repo import RegistryRepo
@@ -156,6 +160,56 @@ class Client:
             raise most_useful(group) from group
         return [o for o in outcomes if o is not None]
 
+    async def export(
+        self,
+        refs: Sequence[Location],
+        dest: str | Path,
+        *,
+        platform: str | None = None,
+        compression: Literal["gzip"] | None = None,
+        options: CopyOptions | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        progress: Progress | None = None,
+    ) -> list[CopyResult]:
+        """Write ``refs`` into one tar at ``dest`` (``"-"``: stdout).
+
+        The tar is an OCI layout (every image, indexes whole) and ``docker
+        load``-able (``manifest.json`` holds the ``platform`` image of each
+        index; default: this machine's platform). Blobs shared by several
+        images are stored once. The file appears under ``dest`` only when
+        complete.
+        """
+        writer = TarWriterRepo(
+            dest,
+            platform=Platform.parse(platform) if platform else None,
+            compression=compression,
+            memory_budget=self.limits.spool_memory,
+        )
+        job = self._job(progress, on_event)
+        opts = options or CopyOptions()
+        await writer.open()
+        try:
+            results: list[CopyResult] = []
+            async with anyio.create_task_group() as tg:
+
+                async def one(location: Location) -> None:
+                    ref = parse_location(location) if isinstance(location, str) else location
+                    tag = ref.tag or (str(ref.digest) if ref.digest else "latest")
+                    copier = Copier(job, self.repo(ref), writer, opts)
+                    name = writer.name(_image_name(ref, tag), tag)
+                    results.append(await copier.copy(ref.reference, name))
+
+                for location in refs:
+                    tg.start_soon(one, location)
+            await writer.commit()
+        except BaseExceptionGroup as group:
+            await writer.abort()
+            raise most_useful(group) from group
+        except BaseException:
+            await writer.abort()
+            raise
+        return results
+
     def _job(self, progress: Progress | None, on_event: Callable[[Event], None] | None) -> Job:
         job = Job(self._slots, progress or Progress())
         if on_event is not None:
@@ -174,6 +228,14 @@ class Client:
             dst_tag = src_ref.tag or ("latest" if src_ref.digest is None else None)
         copier = Copier(job, src_repo, dst_repo, options)
         return await copier.copy(src_reference, dst_tag)
+
+
+def _image_name(ref: Reference | LayoutReference, tag: str) -> str:
+    if isinstance(ref, Reference):
+        base = f"{ref.registry}/{ref.repository}"
+    else:
+        base = Path(ref.path).name or "image"
+    return f"{base}@{tag}" if ":" in tag else f"{base}:{tag}"
 
 
 def most_useful(error: BaseException) -> BaseException:

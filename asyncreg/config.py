@@ -83,6 +83,7 @@ class Limits:
     max_manifest_size: int = 8 * MIB
     max_manifest_push: int = 4 * MIB
     upload_chunk_size: int = 16 * MIB
+    spool_memory: int = 64 * MIB
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 

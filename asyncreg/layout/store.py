@@ -81,7 +81,7 @@ class LayoutRepo:
     """An OCI layout directory, read and written in place."""
 
     wants_manifest_first = False
-    verifies_blobs = False
+    verifies_blobs = True  # it hashes every byte it writes
 
     def __init__(self, path: str | Path, *, max_manifest_size: int = 8 * MIB) -> None:
         self.root = Path(os.path.abspath(path))
