@@ -15,7 +15,7 @@ from dataclasses import asdict
 import anyio
 import orjson
 
-from .client import Client
+from .client import Client, most_useful
 from .config import HostConfig, Limits
 from .engine.progress import Progress
 from .errors import AsyncregError
@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
     common(cp)
 
+    ex = sub.add_parser("export", help="write images to one tar (OCI layout + docker load)")
+    ex.add_argument("refs", nargs="+", metavar="REF")
+    ex.add_argument("dest", metavar="FILE|-")
+    ex.add_argument("--platform", help="image of each index named in manifest.json")
+    ex.add_argument("--compress", choices=("gzip",), default=None, help="compress the tar")
+    ex.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
+    common(ex)
+
     tg = sub.add_parser("tags", help="list the tags of a repository")
     tg.add_argument("repo")
     common(tg)
@@ -103,6 +111,42 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(limits=limits, hosts=hosts)
 
 
+def _progress(args: argparse.Namespace) -> tuple[Progress, TerminalView | None]:
+    progress = Progress()
+    mode = args.progress
+    if mode == "auto":
+        mode = "tty" if sys.stderr.isatty() else "plain"
+    view: TerminalView | None = None
+    if mode == "tty":
+        view = TerminalView(progress)
+    elif mode == "plain":
+        progress.subscribe(PlainView())
+    return progress, view
+
+
+async def _export(args: argparse.Namespace) -> int:
+    progress, view = _progress(args)
+    async with _client(args) as client, anyio.create_task_group() as tg:
+        if view is not None:
+            tg.start_soon(view.run)
+        try:
+            results = await client.export(
+                args.refs,
+                args.dest,
+                platform=args.platform,
+                compression=args.compress,
+                progress=progress,
+            )
+        finally:
+            tg.cancel_scope.cancel()
+            if view is not None:
+                view.render()
+    if args.dest != "-":
+        for result in results:
+            _print_result(result, as_json=args.json)
+    return 0
+
+
 async def _copy(args: argparse.Namespace) -> int:
     options = CopyOptions(
         platform=args.platform,
@@ -113,15 +157,7 @@ async def _copy(args: argparse.Namespace) -> int:
         referrers=args.referrers,
         digest_tags=args.digest_tags,
     )
-    progress = Progress()
-    mode = args.progress
-    if mode == "auto":
-        mode = "tty" if sys.stderr.isatty() else "plain"
-    view: TerminalView | None = None
-    if mode == "tty":
-        view = TerminalView(progress)
-    elif mode == "plain":
-        progress.subscribe(PlainView())
+    progress, view = _progress(args)
     async with _client(args) as client, anyio.create_task_group() as tg:
         if view is not None:
             tg.start_soon(view.run)
@@ -176,9 +212,12 @@ async def _manifest(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
-    handlers = {"copy": _copy, "tags": _tags, "manifest": _manifest}
+    handlers = {"copy": _copy, "export": _export, "tags": _tags, "manifest": _manifest}
     try:
-        return anyio.run(handlers[args.command], args)
+        try:
+            return anyio.run(handlers[args.command], args)
+        except BaseExceptionGroup as group:
+            raise most_useful(group) from group
     except AsyncregError as exc:
         print(f"asyncreg: {exc}", file=sys.stderr)
         return 1
