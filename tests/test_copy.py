@@ -138,7 +138,8 @@ async def test_platform_resolves_one_image(
         result = await client.copy(src, dst, CopyOptions(platform="linux/arm64/v8"))
         assert str(result.digest) == arm.digest
         head = await client.repo(dst).manifest_head("arm")
-    assert head is not None and str(head.digest) == arm.digest
+    assert head is not None
+    assert str(head.digest) == arm.digest
 
 
 async def test_filtered_index_is_new_and_complete(
@@ -205,7 +206,8 @@ async def test_digest_tags_are_copied(
             CopyOptions(digest_tags=True),
         )
         head = await client.repo(f"{registry_b.host}/{repo_name}").manifest_head(sig_tag)
-    assert head is not None and str(head.digest) == sig.digest
+    assert head is not None
+    assert str(head.digest) == sig.digest
 
 
 async def test_failure_mid_copy_leaves_no_tag_and_no_parent(
