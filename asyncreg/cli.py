@@ -86,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
     common(ex)
 
+    im = sub.add_parser("import", help="push the image(s) of a tar to a repository")
+    im.add_argument("src", metavar="FILE|-")
+    im.add_argument("dst", metavar="REF")
+    im.add_argument("--name", help="the image of the tar to import (tag or full name)")
+    im.add_argument("--all", action="store_true", help="import every named image, by tag")
+    im.add_argument(
+        "--no-compress", action="store_true", help="push legacy docker-save layers uncompressed"
+    )
+    im.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
+    common(im)
+
     tg = sub.add_parser("tags", help="list the tags of a repository")
     tg.add_argument("repo")
     common(tg)
@@ -144,6 +155,29 @@ async def _export(args: argparse.Namespace) -> int:
     if args.dest != "-":
         for result in results:
             _print_result(result, as_json=args.json)
+    return 0
+
+
+async def _import(args: argparse.Namespace) -> int:
+    progress, view = _progress(args)
+    async with _client(args) as client, anyio.create_task_group() as tg:
+        if view is not None:
+            tg.start_soon(view.run)
+        try:
+            results = await client.import_(
+                args.src,
+                args.dst,
+                name=args.name,
+                all_images=args.all,
+                compress=not args.no_compress,
+                progress=progress,
+            )
+        finally:
+            tg.cancel_scope.cancel()
+            if view is not None:
+                view.render()
+    for result in results:
+        _print_result(result, as_json=args.json)
     return 0
 
 
@@ -212,7 +246,13 @@ async def _manifest(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
-    handlers = {"copy": _copy, "export": _export, "tags": _tags, "manifest": _manifest}
+    handlers = {
+        "copy": _copy,
+        "export": _export,
+        "import": _import,
+        "tags": _tags,
+        "manifest": _manifest,
+    }
     try:
         try:
             return anyio.run(handlers[args.command], args)

@@ -13,7 +13,11 @@ Use it as an async context manager so connections are closed::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,12 +25,14 @@ from typing import Literal
 
 import anyio
 
+from .archive.reader import TarRepo
 from .auth.credentials import Credential, CredentialProvider, default_credentials
 from .config import HostConfig, Limits
+from .digest import Digest
 from .engine.copy import Copier, Job
 from .engine.limits import Slots
 from .engine.progress import Event, Progress
-from .errors import AsyncregError, CopyError
+from .errors import AsyncregError, ConfigError, CopyError, NotFoundError
 from .export.tarwriter import TarWriterRepo
 from .layout.store import LayoutRepo
 from .options import CopyOptions, CopyResult
@@ -210,6 +216,70 @@ class Client:
             raise
         return results
 
+    async def import_(
+        self,
+        src: str | Path,
+        dst: Location,
+        *,
+        name: str | None = None,
+        all_images: bool = False,
+        compress: bool = True,
+        options: CopyOptions | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        progress: Progress | None = None,
+    ) -> list[CopyResult]:
+        """Push the image(s) of the tar ``src`` (``"-"``: stdin) to the repository ``dst``.
+
+        Accepts OCI layout tars (ours, skopeo's ``oci-archive``, Docker 25+
+        ``docker save``) and legacy ``docker save`` tars, gzip-compressed or
+        not. A tar with one image needs no ``name``; otherwise pick one by
+        ``name`` (a tag or full name), or import every named image with
+        ``all_images`` (each keeps its tag). Legacy layers are gzip-compressed
+        in worker threads unless ``compress=False``. Content is pushed before the
+        manifests that reference it; a hostile or malformed tar is refused
+        before anything is tagged.
+        """
+        dst_ref = parse_location(dst) if isinstance(dst, str) else dst
+        job = self._job(progress, on_event)
+        opts = options or CopyOptions()
+        async with _tar_source(src) as path, await TarRepo.open(path, compress=compress) as tar:
+            images = await tar.images()
+            todo: list[tuple[str | None, Digest]]
+            if name is not None:
+                desc = await tar.manifest_head(name)
+                if desc is None:
+                    names = ", ".join(n for n, _ in images if n) or "none"
+                    raise NotFoundError(f"{src}: no image named {name!r} (has: {names})")
+                todo = [(name, desc.digest)]
+            elif all_images:
+                todo = [(n, d.digest) for n, d in images if n is not None]
+            else:
+                distinct = {d.digest for _, d in images}
+                if len(distinct) != 1:
+                    names = ", ".join(n for n, _ in images if n) or "unnamed images"
+                    raise ConfigError(
+                        f"{src} holds {len(distinct)} images ({names}): choose one by name"
+                        " or import all of them"
+                    )
+                todo = [(images[0][0], images[0][1].digest)]
+            target = self.repo(dst_ref)
+            results: list[CopyResult] = []
+
+            async def one(image_name: str | None, digest: Digest) -> None:
+                tag = dst_ref.tag
+                if all_images or tag is None:
+                    tag = _tag_of(image_name) or tag or "latest"
+                copier = Copier(job, tar, target, opts)
+                results.append(await copier.copy(digest, tag))
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for image_name, digest in todo:
+                        tg.start_soon(one, image_name, digest)
+            except BaseExceptionGroup as group:
+                raise most_useful(group) from group
+        return results
+
     def _job(self, progress: Progress | None, on_event: Callable[[Event], None] | None) -> Job:
         job = Job(self._slots, progress or Progress())
         if on_event is not None:
@@ -228,6 +298,37 @@ class Client:
             dst_tag = src_ref.tag or ("latest" if src_ref.digest is None else None)
         copier = Copier(job, src_repo, dst_repo, options)
         return await copier.copy(src_reference, dst_tag)
+
+
+def _tag_of(name: str | None) -> str | None:
+    """The tag part of ``host/repo:tag`` (or of a bare tag)."""
+    if not name:
+        return None
+    last = name.rsplit("/", 1)[-1]
+    if "@" in last:
+        return None
+    return last.rsplit(":", 1)[1] if ":" in last else last
+
+
+@asynccontextmanager
+async def _tar_source(src: str | Path) -> AsyncIterator[Path]:
+    """The tar as a file: stdin is spooled to a temporary file once (it must be seekable)."""
+    if str(src) != "-":
+        yield Path(src)
+        return
+    tmp = await anyio.to_thread.run_sync(
+        lambda: tempfile.NamedTemporaryFile(prefix="asyncreg-stdin-", suffix=".tar")  # noqa: SIM115
+    )
+    try:
+
+        def spool() -> None:
+            shutil.copyfileobj(sys.stdin.buffer, tmp, 1024 * 1024)
+            tmp.flush()
+
+        await anyio.to_thread.run_sync(spool)
+        yield Path(tmp.name)
+    finally:
+        await anyio.to_thread.run_sync(tmp.close)
 
 
 def _image_name(ref: Reference | LayoutReference, tag: str) -> str:

@@ -1,0 +1,310 @@
+"""Results of a benchmark session and their markdown report.
+
+Only successful runs (exit status 0 *and* the expected digest in registry B)
+count towards the figures; a failed run is listed with its reason instead of
+a number. Medians are used for wall and CPU time because single runs on a
+shared 2-core machine vary by 15-20 %; peak RSS is the maximum, because a
+memory ceiling is about the worst run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .measure import Measurement
+from .workloads import Workload
+
+__all__ = [
+    "TARGETS",
+    "TOOLS",
+    "RunRecord",
+    "Target",
+    "ToolStats",
+    "WorkloadResult",
+    "render_report",
+]
+
+GIB = 1024**3
+
+#: The tools compared, in the order the tables list them; the last one is the baseline.
+TOOLS = ("asyncreg", "skopeo")
+BASELINE = "skopeo"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One invocation of one tool: its measurement, and why it failed (None if it did not)."""
+
+    run: int
+    tool: str
+    #: 0 when the tool ran first in its run, 1 when second.
+    position: int
+    measurement: Measurement | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the copy succeeded and left the expected digest in registry B."""
+        return self.error is None and self.measurement is not None
+
+
+@dataclass
+class WorkloadResult:
+    """Everything measured for one workload."""
+
+    workload: Workload
+    scale: float
+    bytes_moved: int = 0
+    blob_count: int = 0
+    expected_digest: str = ""
+    #: tool name -> the command line, with ``A``/``B`` standing for the registries.
+    commands: dict[str, str] = field(default_factory=dict)
+    warmups: list[RunRecord] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
+    #: Set when the workload could not be prepared (build, registries, seeding).
+    setup_error: str | None = None
+
+    def records(self, tool: str) -> list[RunRecord]:
+        """The timed runs of ``tool``, in order."""
+        return [r for r in self.runs if r.tool == tool]
+
+    def stats(self, tool: str) -> ToolStats:
+        """Summary figures of the successful timed runs of ``tool``."""
+        good = [r.measurement for r in self.records(tool) if r.ok and r.measurement is not None]
+        return ToolStats(
+            tool=tool,
+            attempted=len(self.records(tool)),
+            measurements=good,
+            bytes_moved=self.bytes_moved,
+        )
+
+    def wall_ratio(self) -> float | None:
+        """Median wall of asyncreg over median wall of skopeo, None without data."""
+        mine = self.stats("asyncreg").median_wall
+        base = self.stats(BASELINE).median_wall
+        if mine is None or base is None or base <= 0:
+            return None
+        return mine / base
+
+    @property
+    def failures(self) -> list[RunRecord]:
+        """Warm-ups and timed runs that failed."""
+        return [r for r in (*self.warmups, *self.runs) if not r.ok]
+
+
+@dataclass(frozen=True)
+class ToolStats:
+    """Median wall, throughput, CPU per GiB and peak RSS of one tool on one workload."""
+
+    tool: str
+    attempted: int
+    measurements: Sequence[Measurement]
+    bytes_moved: int
+
+    @property
+    def ok_count(self) -> int:
+        """Successful timed runs."""
+        return len(self.measurements)
+
+    @property
+    def median_wall(self) -> float | None:
+        """Median wall seconds."""
+        if not self.measurements:
+            return None
+        return statistics.median(m.wall_s for m in self.measurements)
+
+    @property
+    def mb_per_s(self) -> float | None:
+        """Bytes moved / median wall / 1e6."""
+        wall = self.median_wall
+        if wall is None or wall <= 0:
+            return None
+        return self.bytes_moved / wall / 1e6
+
+    @property
+    def cpu_per_gib(self) -> float | None:
+        """Median of (user + sys CPU seconds) per GiB moved."""
+        if not self.measurements or self.bytes_moved <= 0:
+            return None
+        gib = self.bytes_moved / GIB
+        return statistics.median(m.cpu_s / gib for m in self.measurements)
+
+    @property
+    def peak_rss_mib(self) -> float | None:
+        """Largest peak RSS over the runs, in MiB."""
+        if not self.measurements:
+            return None
+        return max(m.max_rss_mib for m in self.measurements)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from the issue: ``metric(result) <= limit`` on one workload."""
+
+    workload: str
+    what: str
+    limit: float
+    unit: str
+    metric: Callable[[WorkloadResult], float | None]
+    #: Scales the issue states the target for.
+    scales: tuple[float, ...] = (1.0,)
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("W1", "wall ratio asyncreg/skopeo (medians)", 0.8, "", lambda r: r.wall_ratio()),
+    Target(
+        "W1",
+        "asyncreg client CPU per GiB (median)",
+        1.0,
+        " s/GiB",
+        lambda r: r.stats("asyncreg").cpu_per_gib,
+    ),
+    Target(
+        "W1",
+        "asyncreg peak RSS (max)",
+        120.0,
+        " MiB",
+        lambda r: r.stats("asyncreg").peak_rss_mib,
+        scales=(1.0, 4.0),
+    ),
+    Target("W4", "wall ratio asyncreg/skopeo (medians)", 0.8, "", lambda r: r.wall_ratio()),
+    Target(
+        "W4",
+        "asyncreg client CPU per GiB (median)",
+        1.0,
+        " s/GiB",
+        lambda r: r.stats("asyncreg").cpu_per_gib,
+    ),
+)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _run_cell(record: RunRecord | None, attr: str, digits: int) -> str:
+    if record is None:
+        return ""
+    if record.measurement is None:
+        return "skipped"
+    if not record.ok:
+        return "FAIL"
+    value: float = getattr(record.measurement, attr)
+    return f"{value:.{digits}f}"
+
+
+def _workload_section(result: WorkloadResult) -> list[str]:
+    w = result.workload
+    lines = [f"## {w.name}: {w.describe(result.scale)}", ""]
+    if result.setup_error is not None:
+        lines += [f"**Not measured**: {result.setup_error}", ""]
+        return lines
+    lines += [
+        f"- bytes moved: {result.bytes_moved} ({result.bytes_moved / GIB:.3f} GiB,"
+        f" {result.blob_count} blobs: configs and layers)",
+        f"- expected top digest: `{result.expected_digest}`",
+    ]
+    for tool in TOOLS:
+        if tool in result.commands:
+            lines.append(f"- {tool}: `{result.commands[tool]}`")
+    lines.append("")
+
+    lines += [
+        "| tool | runs ok | median wall s | MB/s | CPU s/GiB (median) | peak RSS MiB (max)"
+        " | wall ratio vs skopeo |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ratio = result.wall_ratio()
+    for tool in TOOLS:
+        st = result.stats(tool)
+        ratio_text = "1.00 (baseline)" if tool == BASELINE else _num(ratio)
+        lines.append(
+            f"| {tool} | {st.ok_count}/{st.attempted} | {_num(st.median_wall)}"
+            f" | {_num(st.mb_per_s, 0)} | {_num(st.cpu_per_gib)} | {_num(st.peak_rss_mib, 1)}"
+            f" | {ratio_text} |"
+        )
+    lines.append("")
+
+    by_run: dict[int, dict[str, RunRecord]] = {}
+    for record in result.runs:
+        by_run.setdefault(record.run, {})[record.tool] = record
+    header = ["run", "first"]
+    header += [f"{t} wall s" for t in TOOLS]
+    header += [f"{t} CPU s" for t in TOOLS]
+    header += [f"{t} RSS MiB" for t in TOOLS]
+    lines += [
+        "Every timed run (wall clock, client CPU user+sys, client peak RSS):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for run, records in sorted(by_run.items()):
+        first = next((r.tool for r in records.values() if r.position == 0), "")
+        cells = [str(run), first]
+        cells += [_run_cell(records.get(t), "wall_s", 2) for t in TOOLS]
+        cells += [_run_cell(records.get(t), "cpu_s", 2) for t in TOOLS]
+        cells += [_run_cell(records.get(t), "max_rss_mib", 1) for t in TOOLS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+
+    if result.failures:
+        lines += ["Failures (not counted in the figures):", ""]
+        for record in result.failures:
+            label = "warm-up" if record.run == 0 else f"run {record.run}"
+            lines.append(f"- {label} {record.tool}: {record.error}")
+        lines.append("")
+    return lines
+
+
+def _targets_section(results: Sequence[WorkloadResult], scale: float) -> list[str]:
+    by_name = {r.workload.name: r for r in results}
+    lines = [
+        "## Targets from the issue",
+        "",
+        "| workload | target | issue | measured | status |",
+        "|---|---|---|---|---|",
+    ]
+    notes: set[str] = set()
+    for target in TARGETS:
+        result = by_name.get(target.workload)
+        value = None
+        if result is not None and result.setup_error is None:
+            value = target.metric(result)
+        if result is None:
+            status = "not run"
+        elif value is None:
+            status = "no data"
+        else:
+            status = "met" if value <= target.limit else "**missed**"
+        if result is not None and scale not in target.scales:
+            wanted = " and ".join(f"{s:g}" for s in target.scales)
+            status += f" (scale {scale:g}; target is for scale {wanted})"
+            notes.add("scale")
+        measured = "n/a" if value is None else f"{value:.2f}{target.unit}"
+        lines.append(
+            f"| {target.workload} | {target.what} | ≤ {target.limit:g}{target.unit}"
+            f" | {measured} | {status} |"
+        )
+    lines.append("")
+    if "scale" in notes:
+        lines += [
+            "Targets are stated for full-size layers: at another scale, start-up costs"
+            " weigh differently and the figures are only a smoke test.",
+            "",
+        ]
+    return lines
+
+
+def render_report(
+    header: Sequence[tuple[str, str]], results: Sequence[WorkloadResult], scale: float
+) -> str:
+    """The markdown report: header facts, one section per workload, then the targets."""
+    lines = ["# asyncreg benchmark", ""]
+    lines += [f"- {key}: {value}" for key, value in header]
+    lines.append("")
+    for result in results:
+        lines += _workload_section(result)
+    lines += _targets_section(results, scale)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,107 @@
+"""Import through Client and the CLI: our tars, skopeo's tars, stdin, several images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncreg import Client
+from asyncreg.errors import ConfigError, HostilePathError
+from asyncreg.testkit.builder import ImageBuilder, ImageSpec
+from asyncreg.testkit.registry import RegistryProcess
+from asyncreg.testkit.skopeo import skopeo_copy
+from asyncreg.testkit.validate import validate
+from tests.fixtures import Seeder
+
+pytestmark = pytest.mark.anyio
+
+SPEC = ImageSpec(layers=2, layer_size=128 * 1024, shared_layers=1)
+
+
+async def test_round_trip_registry_tar_registry_keeps_digests(
+    seeded: Seeder, tmp_path: Path, registry_b: RegistryProcess, repo_name: str
+) -> None:
+    index, multi = seeded(SPEC, tag="multi", platforms=["linux/amd64", "linux/arm64"])
+    image, one = seeded(ImageSpec(layers=2, layer_size=64 * 1024), tag="one")
+    tar = tmp_path / "both.tar"
+    async with Client() as client:
+        await client.export([multi, one], tar)
+        with pytest.raises(ConfigError):
+            await client.import_(tar, f"{registry_b.host}/{repo_name}")
+        results = await client.import_(tar, f"{registry_b.host}/{repo_name}", all_images=True)
+        assert sorted(str(r.digest) for r in results) == sorted([index.digest, image.digest])
+        target = client.repo(f"{registry_b.host}/{repo_name}")
+        assert str((await validate(target, "multi")).digest) == index.digest
+        assert str((await validate(target, "one")).digest) == image.digest
+
+
+async def test_import_skopeo_archives(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    built = builder.index("idx", ["linux/amd64", "linux/arm64"], SPEC)
+    single = builder.image("single", ImageSpec(layers=2, layer_size=64 * 1024))
+    oci_tar, docker_tar = tmp_path / "oci.tar", tmp_path / "docker.tar"
+    skopeo_copy(f"oci:{builder.root}:idx", f"oci-archive:{oci_tar}:idx", "--all")
+    skopeo_copy(f"oci:{builder.root}:single", f"docker-archive:{docker_tar}:example/app:v2")
+    async with Client() as client:
+        [oci] = await client.import_(oci_tar, f"{registry.host}/{repo_name}:idx")
+        assert str(oci.digest) == built.digest
+        [docker] = await client.import_(docker_tar, f"{registry.host}/{repo_name}-d")
+        repo = client.repo(f"{registry.host}/{repo_name}-d")
+        checked = await validate(repo, "v2")
+        assert checked.digest == docker.digest
+        manifest = await repo.manifest_get("v2")
+    # skopeo's docker-archive stores layers uncompressed; we gzip them on the way, so the
+    # layer digests are new but the config (and with it every diff_id) is the original.
+    assert manifest.config is not None
+    assert single.config is not None
+    assert str(manifest.config.digest) == single.config.digest
+    assert len(manifest.layers) == len(single.layers)
+    assert all(d.media_type.endswith("tar.gzip") for d in manifest.layers)
+
+
+def test_cli_import_from_stdin(
+    seeded: Seeder, tmp_path: Path, registry_b: RegistryProcess, repo_name: str
+) -> None:
+    built, src = seeded(ImageSpec(layers=2, layer_size=64 * 1024))
+    tar = tmp_path / "x.tar"
+    run = [sys.executable, "-m", "asyncreg"]
+    exported = subprocess.run(
+        [*run, "export", src, str(tar), "--progress", "none"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stderr
+    with tar.open("rb") as stdin:
+        proc = subprocess.run(
+            [*run, "import", "-", f"{registry_b.host}/{repo_name}:in", "--progress", "none"],
+            stdin=stdin,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split()[0] == built.digest
+
+
+async def test_hostile_tar_tags_nothing(
+    tmp_path: Path, builder: ImageBuilder, registry: RegistryProcess, repo_name: str
+) -> None:
+    import tarfile
+
+    builder.image("ok", ImageSpec(layers=1, layer_size=1024))
+    tar = tmp_path / "evil.tar"
+    with tarfile.open(tar, "w") as out:
+        out.add(builder.root, arcname=".")
+        link = tarfile.TarInfo("blobs/sha256/escape")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "../../../etc/passwd"
+        out.addfile(link)
+    async with Client() as client:
+        with pytest.raises(HostilePathError, match="escape"):
+            await client.import_(tar, f"{registry.host}/{repo_name}:ok")
+        assert await client.repo(f"{registry.host}/{repo_name}").manifest_head("ok") is None
