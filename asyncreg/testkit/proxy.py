@@ -375,9 +375,10 @@ def _flip(chunk: bytes, position: int, offsets: Iterable[int]) -> bytes:
     return bytes(buf)
 
 
-async def _one(body: bytes) -> AsyncIterator[bytes]:
-    for start in range(0, len(body), CHUNK_SIZE):
-        yield body[start : start + CHUNK_SIZE]
+async def _pieces(body: bytes, size: int) -> AsyncIterator[bytes]:
+    """A buffered body in ``size`` pieces, so it is paced and cut like a streamed one."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
 
 
 async def forward(
@@ -473,35 +474,29 @@ async def _relay(
         await resp.prepare(request)
         if is_head:
             return resp
-        source = _one(body) if body is not None else None
         rate = opts.response_bytes_per_second
         size = _Pacer.chunk_size(rate) if rate is not None else CHUNK_SIZE
         pacer = _Pacer(rate) if rate is not None else None
+        chunks = _pieces(body, size) if body is not None else up.content.iter_chunked(size)
         position = 0
-        chunks = source if source is not None else up.content.iter_chunked(size)
+        cut = opts.truncate_after
         async for piece in chunks:
             chunk = _flip(piece, position, opts.corrupt_offsets)
-            cut = opts.truncate_after
             if cut is not None and position + len(chunk) >= cut:
                 await resp.write(chunk[: cut - position])
                 abort_connection(request, resp)
                 return resp
-            if pacer is not None and len(chunk) > size:
-                # A buffered body arrives in CHUNK_SIZE pieces: pace it finely too.
-                for start in range(0, len(chunk), size):
-                    await resp.write(chunk[start : start + size])
-                    await pacer.account(len(chunk[start : start + size]))
-            else:
-                await resp.write(chunk)
-                if pacer is not None:
-                    await pacer.account(len(chunk))
+            await resp.write(chunk)
             position += len(chunk)
-        if opts.truncate_after is not None:
+            if pacer is not None:
+                await pacer.account(len(chunk))
+        if cut is not None:
             # The body was shorter than the cut: still end the connection abruptly.
             abort_connection(request, resp)
     except ConnectionError:
-        # The client went away; aiohttp notices too and stays quiet about it.
-        return resp
+        # The client went away (aiohttp stays quiet about that); make sure the
+        # connection is not kept waiting for the rest of a Content-Length.
+        abort_connection(request, resp)
     except (aiohttp.ClientError, TimeoutError):
         # The upstream broke off mid-body: pass the breakage on rather than end cleanly.
         abort_connection(request, resp)

@@ -69,6 +69,7 @@ class TokenGrant:
 
     @property
     def expired(self) -> bool:
+        """True from the deadline on (monotonic clock: immune to wall-clock jumps)."""
         return time.monotonic() >= self.expires
 
 
@@ -117,10 +118,12 @@ def parse_scope(scope: str) -> tuple[str, str, frozenset[str]] | None:
 
 
 def _ttl_number(ttl: float) -> int | float:
+    """``expires_in`` as an integer when it is one: the token spec and most clients expect that."""
     return int(ttl) if float(ttl).is_integer() else ttl
 
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON answer; realm and registry errors are both JSON, as clients parse them."""
     return web.Response(
         status=status,
         body=orjson.dumps(payload),
