@@ -119,7 +119,9 @@ class HostConfig:
 
     ``plain_http`` and ``tls_verify`` are separate on purpose: "talk HTTP" and
     "talk HTTPS but trust anyone" are different risks. ``plain_http=None``
-    means the default: plain HTTP for loopback hosts, TLS for everything else.
+    means the default: plain HTTP for loopback hosts, TLS for everything else
+    (and TLS for any host given TLS settings: a CA file, a client certificate,
+    or ``tls_verify=False``).
     ``chunked_upload`` sends blobs as PATCH chunks, for registries (or proxies
     in front of them) that cap request bodies.
     """
@@ -136,4 +138,6 @@ class HostConfig:
         """Whether to speak plain HTTP to ``host``."""
         if self.plain_http is not None:
             return self.plain_http
+        if self.ca_file or self.client_cert or not self.tls_verify:
+            return False  # TLS settings were given: the host speaks TLS
         return is_loopback_host(host)

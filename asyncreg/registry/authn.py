@@ -19,6 +19,7 @@ Safety rules enforced here:
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ..errors import AuthError, TransportError, TransportTimeout
 __all__ = ["Authenticator", "HostAuthState"]
 
 _USER_AGENT_CLIENT_ID = "asyncreg"
+_TOKEN_BODY_LIMIT = 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -58,15 +60,19 @@ class Authenticator:
         *,
         plain_http: Callable[[str], bool],
         explicit_plain_http: Callable[[str], bool],
+        ssl_for: Callable[[str], ssl.SSLContext | bool] | None = None,
     ) -> None:
         self._session = session
         self._credentials = credentials
         self._timeouts = timeouts
         self._plain_http = plain_http
         self._explicit_plain_http = explicit_plain_http
+        self._ssl_for = ssl_for
         self._hosts: dict[str, HostAuthState] = {}
         self._tokens = TokenCache()
         self._fetch_locks: dict[tuple[str, str], anyio.Lock] = {}
+        # The newest token fetched for each (host, scopes) key.
+        self._latest: dict[tuple[str, str], str] = {}
         self.token_fetches = 0
 
     def state(self, host: str) -> HostAuthState:
@@ -112,10 +118,12 @@ class Authenticator:
             return header if header != sent else None
         if challenge.scheme != "bearer":
             return None
+        refused = None
         if sent is not None and sent.startswith("Bearer "):
-            self._tokens.invalidate(host, sent[len("Bearer ") :])
+            refused = sent[len("Bearer ") :]
+            self._tokens.invalidate(host, refused)
         wanted = self._scopes(challenge, scopes)
-        token = await self._fetch_token(host, challenge, wanted, force=True)
+        token = await self._fetch_token(host, challenge, wanted, force=True, refused=refused)
         if token is None:
             return None
         header = f"Bearer {token}"
@@ -152,21 +160,35 @@ class Authenticator:
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
     async def _fetch_token(
-        self, host: str, challenge: Challenge, scopes: tuple[Scope, ...], *, force: bool = False
+        self,
+        host: str,
+        challenge: Challenge,
+        scopes: tuple[Scope, ...],
+        *,
+        force: bool = False,
+        refused: str | None = None,
     ) -> str | None:
+        """A token for ``scopes``: the cached one, else a new one from the realm.
+
+        ``force`` (after a 401) skips the cache, except for a token that another
+        request fetched for the same scopes after ``refused`` was handed out: many
+        requests refused at once then share one new token instead of each fetching.
+        """
         key = (host, " ".join(str(s) for s in scopes))
         lock = self._fetch_locks.get(key)
         if lock is None:
             lock = self._fetch_locks[key] = anyio.Lock()
         async with lock:
             cached = self._tokens.get(host, scopes)
-            if cached is not None and not force:
+            renewed = cached is not None and cached != refused and cached == self._latest.get(key)
+            if cached is not None and (not force or renewed):
                 return cached
             cred = await self._credentials.get(host)
             if cred.registry_token:
                 return cred.registry_token
             token, expires_in, issued_at = await self._request_token(host, challenge, scopes, cred)
             self._tokens.put(host, scopes, token, expires_in)
+            self._latest[key] = token
             del issued_at
             return token
 
@@ -185,10 +207,24 @@ class Authenticator:
             )
         return realm
 
+    def _realm_ssl(self, host: str, realm: str) -> ssl.SSLContext | bool:
+        """TLS settings for the token request.
+
+        The registry's own (its CA, or no verification) when the realm is on the
+        registry's host name, so a private-CA registry serving its own realm works;
+        aiohttp's default verification for any other host.
+        """
+        parts = urlsplit(realm)
+        same_host = parts.hostname == urlsplit(f"//{host}").hostname
+        if self._ssl_for is None or parts.scheme != "https" or not same_host:
+            return True
+        return True if self._plain_http(host) else self._ssl_for(host)
+
     async def _request_token(
         self, host: str, challenge: Challenge, scopes: tuple[Scope, ...], cred: Credential
     ) -> tuple[str, float | None, str | None]:
         realm = self._check_realm(host, challenge.realm or "")
+        ssl_opt = self._realm_ssl(host, realm)
         service = challenge.service
         scope_strs = [str(s) for s in scopes]
         headers = {"Accept": "application/json"}
@@ -208,7 +244,12 @@ class Authenticator:
                 if scope_strs:
                     form["scope"] = " ".join(scope_strs)
                 ctx = self._session().post(
-                    realm, data=form, headers=headers, allow_redirects=False, timeout=timeout
+                    realm,
+                    data=form,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    ssl=ssl_opt,
                 )
             else:
                 query: list[tuple[str, str]] = []
@@ -221,10 +262,16 @@ class Authenticator:
                     query.append(("account", cred.username))
                 url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
                 ctx = self._session().get(
-                    url, headers=headers, allow_redirects=False, timeout=timeout
+                    url, headers=headers, allow_redirects=False, timeout=timeout, ssl=ssl_opt
                 )
             async with ctx as resp:
-                body = await resp.content.read(1024 * 1024)
+                body = b""
+                # read(n) returns what has arrived so far, not n bytes: read to the end.
+                while len(body) < _TOKEN_BODY_LIMIT:
+                    chunk = await resp.content.read(_TOKEN_BODY_LIMIT - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
                 status = resp.status
         except TimeoutError as exc:
             raise TransportTimeout(f"{host}: token request to {realm} timed out") from exc

@@ -78,15 +78,19 @@ async def read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> b
     length = resp.content_length
     if length is not None and length > limit:
         raise RegistryError(f"{what}: body of {length} bytes exceeds the {limit}-byte cap")
+    data = bytearray()
     try:
-        data = await resp.content.read(limit + 1)
-        if len(data) <= limit and not resp.content.at_eof():
-            data += await resp.content.read(limit + 1 - len(data))
+        # read(n) returns what has arrived (up to n bytes), not n bytes: loop to the end.
+        while len(data) <= limit:
+            chunk = await resp.content.read(limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise translate(exc, what) from exc
     if len(data) > limit:
         raise RegistryError(f"{what}: body exceeds the {limit}-byte cap")
-    return data
+    return bytes(data)
 
 
 async def iter_body(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
@@ -96,6 +100,13 @@ async def iter_body(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[by
             yield chunk
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise translate(exc, what) from exc
+
+
+def _refused(message: str) -> TransportError:
+    """A redirect we will not follow: a decision that replaying cannot change."""
+    err = TransportError(message)
+    err.retryable = False
+    return err
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -129,6 +140,7 @@ class Transport:
             limits.timeouts,
             plain_http=self.plain_http,
             explicit_plain_http=lambda h: self.host_config(h).plain_http is True,
+            ssl_for=self._ssl_for,
         )
 
     # --- configuration ----------------------------------------------------
@@ -200,7 +212,19 @@ class Transport:
             if state.pinged:
                 return
             url = self.base_url(host) + "/v2/"
-            resp = await self._send("GET", host, url, {}, None, None, what=f"ping {host}")
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    resp = await self._send("GET", host, url, {}, None, None, what=f"ping {host}")
+                    break
+                except TransportError as exc:
+                    # The first request of a job gets the same retries as any other.
+                    delay = retry_delay(self.limits.retry, attempt) if exc.retryable else None
+                    if delay is None:
+                        raise
+                    self.retries += 1
+                    await anyio.sleep(delay)
             async with resp:
                 if resp.status == 401:
                     self.auth.learn(host, resp.headers.getall("WWW-Authenticate", []))
@@ -258,7 +282,10 @@ class Transport:
             status = resp.status
             if status in ok:
                 return resp
-            if status == 401 and not reauthed:
+            # Only the registry's own 401 says how to authenticate to it: a challenge from
+            # where a redirect led (object storage, a CDN) must never be learned, or the
+            # registry's credentials would go to that host's realm.
+            if status == 401 and not reauthed and _origin(str(resp.url)) == _origin(origin_url):
                 reauthed = True
                 challenge = resp.headers.getall("WWW-Authenticate", [])
                 new = await self.auth.refresh(host, scopes, challenge, auth) if challenge else None
@@ -317,11 +344,11 @@ class Transport:
                 raise RegistryError(f"{what}: redirect without a Location header")
             target = urljoin(url, location)
             if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
-                raise TransportError(f"{what}: refusing redirect from https to {target[:200]!r}")
+                raise _refused(f"{what}: refusing redirect from https to {target[:200]!r}")
             if urlsplit(target).scheme not in ("http", "https"):
-                raise TransportError(f"{what}: refusing redirect to {target[:200]!r}")
+                raise _refused(f"{what}: refusing redirect to {target[:200]!r}")
             url = target
-        raise TransportError(f"{what}: more than {MAX_REDIRECTS} redirects")
+        raise _refused(f"{what}: more than {MAX_REDIRECTS} redirects")
 
     async def _send(
         self,

@@ -15,8 +15,12 @@ from ..errors import RegistryError
 
 __all__ = ["next_link"]
 
-_LINK = re.compile(r"\s*<([^>]*)>\s*((?:;\s*[^;,]*)*)")
-_PARAM = re.compile(r';\s*([A-Za-z0-9!#$&+\-.^_`|~]+)\s*=\s*(?:"([^"]*)"|([^;,\s]*))')
+# RFC 8288: link-value = "<" URI-Reference ">" *( OWS ";" OWS link-param ), where
+# link-param = token [ "=" ( token / quoted-string ) ]; a quoted string may hold "," and ";".
+_TOKEN = r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PARAM = re.compile(rf'\s*;\s*({_TOKEN})(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN})))?')
+_LINK = re.compile(rf"\s*<([^>]*)>((?:\s*;\s*{_TOKEN}(?:\s*=\s*(?:{_QUOTED}|{_TOKEN}))?)*)")
 
 
 def next_link(values: list[str], base_url: str) -> str | None:
@@ -31,6 +35,10 @@ def next_link(values: list[str], base_url: str) -> str | None:
             if m is None:
                 raise RegistryError(f"malformed Link header from registry: {value[:200]!r}")
             target, params = m.group(1), m.group(2)
+            pos = m.end()
+            rest = value[pos:].lstrip()
+            if rest and not rest.startswith(","):
+                raise RegistryError(f"malformed Link header from registry: {value[:200]!r}")
             rels = {
                 (p.group(2) if p.group(2) is not None else p.group(3) or "").lower()
                 for p in _PARAM.finditer(params)
@@ -42,9 +50,5 @@ def next_link(values: list[str], base_url: str) -> str | None:
                 if (a.scheme, a.netloc) != (b.scheme, b.netloc):
                     raise RegistryError(f"Link header points to another origin: {url[:200]!r}")
                 return url
-            pos = m.end()
-            rest = value[pos:].lstrip()
-            if rest and not rest.startswith(","):
-                raise RegistryError(f"malformed Link header from registry: {value[:200]!r}")
             pos = len(value) - len(rest) + 1 if rest else len(value)
     return None
