@@ -84,6 +84,7 @@ class Limits:
     max_manifest_push: int = 4 * MIB
     upload_chunk_size: int = 16 * MIB
     spool_memory: int = 64 * MIB
+    zero_copy: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 

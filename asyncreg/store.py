@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 from .digest import Digest
 from .manifest import Descriptor, Manifest
 
-__all__ = ["BlobSource", "BlobStream", "Repo"]
+__all__ = ["BlobRelay", "BlobSource", "BlobStream", "Repo"]
 
 
 class BlobStream(Protocol):
@@ -95,4 +95,15 @@ class Repo(Protocol):
 
     async def referrers(self, digest: Digest) -> list[Descriptor]:
         """Descriptors of the manifests whose ``subject`` is ``digest``."""
+        ...
+
+
+@runtime_checkable
+class BlobRelay(Protocol):
+    """Optional ability: move a blob from a source repo without passing through Python."""
+
+    async def relay_blob(
+        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+    ) -> bool:
+        """Move ``desc`` from ``source``; False (nothing uploaded) when not possible."""
         ...

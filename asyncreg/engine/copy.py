@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import anyio
 
 from ..digest import Digest
-from ..errors import LoopError, NotFoundError
+from ..errors import LoopError, NotFoundError, TransportError
 from ..manifest import Descriptor, Manifest, build_index
 from ..options import CopyOptions, CopyResult
 from ..platform import Platform
-from ..store import BlobStream, Repo
+from ..store import BlobRelay, BlobStream, Repo
 from .limits import Slots
 from .progress import Event, EventKind, Progress
 from .singleflight import SingleFlight
@@ -338,10 +338,20 @@ class Copier:
             inner = await self.src.blob_open(desc, verify=verify)
             return _CountingStream(inner, self._emit, digest, target)
 
+        def on_bytes(n: int) -> None:
+            self._emit(Event(EventKind.BYTES, "blob", digest, target, amount=n))
+
         self._emit(Event(EventKind.STARTED, "blob", digest, target, size=desc.size))
         try:
             async with self.job.slots.hold(self.src.host, self.dst.host):
-                await self.dst.blob_put(desc, source)
+                relayed = False
+                if isinstance(self.dst, BlobRelay):
+                    try:
+                        relayed = await self.dst.relay_blob(desc, self.src, on_bytes)
+                    except TransportError:
+                        opens = 1  # the streaming path below counts as a retry
+                if not relayed:
+                    await self.dst.blob_put(desc, source)
         except BaseException as exc:
             self._emit(Event(EventKind.FAILED, "blob", digest, target, error=str(exc)))
             raise

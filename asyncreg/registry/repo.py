@@ -14,6 +14,7 @@ registry that did not answer with ``OCI-Subject``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -31,6 +32,7 @@ from ..store import BlobSource, BlobStream
 from .blobstream import RegistryBlobStream
 from .http import Transport, read_limited
 from .link import next_link
+from .relay import StepAside, relay_blob
 from .upload import upload_blob
 
 __all__ = ["RegistryRepo"]
@@ -249,6 +251,22 @@ class RegistryRepo:
     async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
         """Upload the blob from ``source`` (POST then streaming PUT, chunked fallback)."""
         await upload_blob(self, desc, source)
+
+    async def relay_blob(
+        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+    ) -> bool:
+        """Move the blob from ``source`` in the kernel (``splice``) when both are plain HTTP.
+
+        Returns False, having uploaded nothing, when the relay cannot do the
+        transfer exactly (see `relay`); the caller then streams it.
+        """
+        if not isinstance(source, RegistryRepo) or not self.transport.limits.zero_copy:
+            return False
+        try:
+            await relay_blob(self, source, desc, on_bytes)
+        except StepAside:
+            return False
+        return True
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
         """Cross-repository mount from another repository of the same registry."""
