@@ -21,11 +21,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from .archive.reader import TarRepo
 from .auth.credentials import Credential, CredentialProvider, default_credentials
 from .config import HostConfig, Limits
 from .digest import Digest
@@ -33,14 +32,18 @@ from .engine.copy import Copier, Job
 from .engine.limits import Slots
 from .engine.progress import Event, Progress
 from .errors import AsyncregError, ConfigError, CopyError, NotFoundError
-from .export.tarwriter import TarWriterRepo
-from .layout.store import LayoutRepo
 from .options import CopyOptions, CopyResult
 from .platform import Platform
 from .reference import LayoutReference, Reference, parse_location
 from .registry.http import Transport
 from .registry.repo import RegistryRepo
 from .store import Repo
+
+if TYPE_CHECKING:
+    from .export.tarwriter import TarWriterRepo
+
+# The file stores (layout, tar reader and writer) are imported where they are
+# used: a registry-to-registry copy, the common case, does not pay for them.
 
 __all__ = ["Client", "CopyOutcome"]
 
@@ -104,6 +107,8 @@ class Client:
         ref = parse_location(location) if isinstance(location, str) else location
         if isinstance(ref, Reference):
             return RegistryRepo(self.transport, ref)
+        from .layout.store import LayoutRepo
+
         return LayoutRepo(ref.path, max_manifest_size=self.limits.max_manifest_size)
 
     # --- copy -------------------------------------------------------------
@@ -185,7 +190,9 @@ class Client:
         images are stored once. The file appears under ``dest`` only when
         complete.
         """
-        writer = TarWriterRepo(
+        from .export.tarwriter import TarWriterRepo
+
+        writer: TarWriterRepo = TarWriterRepo(
             dest,
             platform=Platform.parse(platform) if platform else None,
             compression=compression,
@@ -239,6 +246,8 @@ class Client:
         manifests that reference it; a hostile or malformed tar is refused
         before anything is tagged.
         """
+        from .archive.reader import TarRepo
+
         dst_ref = parse_location(dst) if isinstance(dst, str) else dst
         job = self._job(progress, on_event)
         opts = options or CopyOptions()
