@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     tg.add_argument("repo")
     common(tg)
 
+    ca = sub.add_parser("catalog", help="list the repositories of a registry")
+    ca.add_argument("host")
+    common(ca)
+
     mf = sub.add_parser("manifest", help="print a manifest's raw bytes")
     mf.add_argument("ref")
     common(mf)
@@ -233,6 +237,17 @@ async def _tags(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _catalog(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        names = await client.catalog(args.host)
+    if args.json:
+        sys.stdout.write(orjson.dumps(names).decode() + "\n")
+    else:
+        for name in names:
+            print(name)
+    return 0
+
+
 async def _manifest(args: argparse.Namespace) -> int:
     from .reference import parse_location
 
@@ -251,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _export,
         "import": _import,
         "tags": _tags,
+        "catalog": _catalog,
         "manifest": _manifest,
     }
     try:

@@ -111,6 +111,25 @@ class Client:
 
         return LayoutRepo(ref.path, max_manifest_size=self.limits.max_manifest_size)
 
+    async def catalog(self, host: str, *, page_size: int | None = None) -> list[str]:
+        """Every repository name the registry ``host`` lists (paged ``/v2/_catalog``).
+
+        ``page_size`` asks for pages of that many names (``?n=``); the pages
+        are followed through their ``Link`` headers either way.
+        """
+        from .auth.scope import Scope
+        from .registry.paging import paged_list
+
+        scope = Scope("registry", "catalog", frozenset({"*"}))
+        return await paged_list(
+            self.transport,
+            host,
+            "/v2/_catalog" + (f"?n={page_size}" if page_size else ""),
+            "repositories",
+            (scope,),
+            f"catalog of {host}",
+        )
+
     # --- copy -------------------------------------------------------------
 
     async def copy(

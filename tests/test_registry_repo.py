@@ -27,9 +27,11 @@ from asyncreg.manifest import Descriptor, Manifest, build_image, build_index
 from asyncreg.platform import Platform
 from asyncreg.registry.repo import RegistryRepo
 from asyncreg.store import BlobSource, BlobStream
+from asyncreg.testkit.builder import ImageBuilder, ImageSpec
 from asyncreg.testkit.headerlog import HeaderLogServer
 from asyncreg.testkit.proxy import FaultProxy, Rewrite, Rule, Status, Throttle
 from asyncreg.testkit.registry import RegistryProcess
+from asyncreg.testkit.skopeo import push_layout
 
 pytestmark = pytest.mark.anyio
 
@@ -596,3 +598,20 @@ async def test_referrers_of_an_unreferenced_manifest(
         # A tag that looks like the fallback but holds an image is not a referrers list.
         await repo.manifest_put(image, image.digest.tag_form)
         assert await repo.referrers(image.digest) == []
+
+
+async def test_catalog_follows_link_pages_of_the_real_registry(
+    registry_b: RegistryProcess, builder: ImageBuilder
+) -> None:
+    builder.image("c", ImageSpec(layers=1, layer_size=1024))
+    names = [f"catalog-test/r{i}" for i in range(5)]
+    for name in names:
+        push_layout(builder.root, "c", registry_b.host, name)
+    async with Client() as client:
+        everything = await client.catalog(registry_b.host)
+        async with FaultProxy(registry_b.url) as proxy:
+            paged = await client.catalog(proxy.host, page_size=2)
+            pages = proxy.count("GET", "/v2/_catalog")
+    assert set(names) <= set(everything)
+    assert paged == everything
+    assert pages >= 3

@@ -19,7 +19,6 @@ from urllib.parse import urlencode
 
 import aiohttp
 import anyio
-import orjson
 
 from .. import mediatypes as mt
 from ..auth.scope import Scope
@@ -31,15 +30,13 @@ from ..referrers import fallback_add, fallback_list
 from ..store import BlobSource, BlobStream
 from .blobstream import RegistryBlobStream
 from .http import Transport, read_limited
-from .link import next_link
+from .paging import paged_list
 from .relay import StepAside, relay_blob
 from .upload import upload_blob
 
 __all__ = ["RegistryRepo"]
 
 ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
-_MAX_TAG_PAGES = 10_000
-_MAX_TAGS = 1_000_000
 
 
 class RegistryRepo:
@@ -299,28 +296,14 @@ class RegistryRepo:
 
     async def tags(self) -> list[str]:
         """All tags, following ``Link`` pages (with loop and size guards)."""
-        url: str | None = f"/v2/{self.name}/tags/list"
-        seen: set[str] = set()
-        out: list[str] = []
-        base = self.transport.base_url(self._host)
-        while url is not None:
-            absolute = url if url.startswith("http") else base + url
-            if absolute in seen:
-                raise RegistryError(f"tag list of {self.name}: pagination loops at {absolute}")
-            seen.add(absolute)
-            if len(seen) > _MAX_TAG_PAGES:
-                raise RegistryError(f"tag list of {self.name}: more than {_MAX_TAG_PAGES} pages")
-            resp = await self.transport.request(
-                "GET", self._host, absolute, scopes=self.pull_scopes, what=f"tags of {self.name}"
-            )
-            async with resp:
-                body = await read_limited(resp, 64 * 1024 * 1024, f"tags of {self.name}")
-                links = resp.headers.getall("Link", [])
-            out.extend(_parse_tags(body, self.name))
-            if len(out) > _MAX_TAGS:
-                raise RegistryError(f"tag list of {self.name}: more than {_MAX_TAGS} tags")
-            url = next_link(links, absolute)
-        return out
+        return await paged_list(
+            self.transport,
+            self._host,
+            f"/v2/{self.name}/tags/list",
+            "tags",
+            self.pull_scopes,
+            f"tag list of {self.name}",
+        )
 
     async def referrers(self, digest: Digest) -> list[Descriptor]:
         """Manifests whose subject is ``digest``: referrers API, else the tag fallback."""
@@ -351,19 +334,6 @@ class RegistryRepo:
         lock = self._fallback_locks.setdefault(tag, anyio.Lock())
         async with lock:
             await fallback_add(self, manifest)
-
-
-def _parse_tags(body: bytes, name: str) -> list[str]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RegistryError(f"tag list of {name} is not JSON") from exc
-    tags = doc.get("tags") if isinstance(doc, dict) else None
-    if tags is None:
-        return []
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise RegistryError(f"tag list of {name} has a malformed 'tags' field")
-    return list(tags)
 
 
 def _absolute(repo: RegistryRepo, location: str) -> str:
