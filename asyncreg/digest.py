@@ -103,7 +103,15 @@ class Verifier:
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
         """Account for ``chunk``; raise if it takes the stream past its size."""
-        n = len(chunk)
+        self.account(len(chunk))
+        self._hasher.update(chunk)
+
+    def account(self, n: int) -> None:
+        """Count ``n`` more bytes without hashing them (yet); refuse an overrun.
+
+        With `hash_only` this splits `update` in two, so a writer can count on
+        the event loop and hash in a worker thread, in order.
+        """
         if self.size >= 0 and self.count + n > self.size:
             raise SizeMismatchError(
                 f"{self.what}: more than the declared {self.size} bytes were sent",
@@ -111,7 +119,10 @@ class Verifier:
                 actual=self.count + n,
             )
         self.count += n
-        self._hasher.update(chunk)
+
+    def hash_only(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash bytes already counted with `account` (thread-safe in sequence)."""
+        self._hasher.update(data)
 
     @property
     def remaining(self) -> int:

@@ -15,6 +15,7 @@ from asyncreg.testkit.builder import ImageSpec
 from asyncreg.testkit.proxy import FaultProxy, Rule, Status
 from asyncreg.testkit.registry import RegistryProcess
 from asyncreg.testkit.skopeo import skopeo_copy, skopeo_inspect_raw
+from asyncreg.testkit.validate import validate
 from tests.fixtures import Seeder
 
 pytestmark = pytest.mark.anyio
@@ -32,8 +33,7 @@ async def test_export_index_and_image_read_by_skopeo_both_ways(
     index, multi = seeded(SPEC, tag="multi", platforms=["linux/amd64", "linux/arm64"])
     image, one = seeded(ImageSpec(layers=2, layer_size=100 * 1024), tag="one")
     out = tmp_path / "images.tar"
-    # A tiny memory budget forces waiting blobs through temporary files.
-    async with Client(limits=Limits(spool_memory=64 * 1024)) as client:
+    async with Client() as client:
         results = await client.export([multi, one], out, platform="linux/arm64")
     assert sorted(str(r.digest) for r in results) == sorted([index.digest, image.digest])
     with tarfile.open(out) as tar:
@@ -90,3 +90,18 @@ async def test_export_of_missing_image_is_not_found(
         with pytest.raises(NotFoundError):
             await client.export([f"{registry.host}/{repo_name}:absent"], tmp_path / "x.tar")
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_gzip_export_spools_waiting_blobs_and_imports_back(
+    seeded: Seeder, tmp_path: Path, registry_b: RegistryProcess, repo_name: str
+) -> None:
+    """A compressed tar is written one entry at a time: blobs that must wait are spooled."""
+    built, src = seeded(ImageSpec(layers=6, layer_size=300 * 1024))
+    out = tmp_path / "image.tar.gz"
+    async with Client(limits=Limits(spool_memory=64 * 1024)) as client:
+        await client.export([src], out, compression="gzip")
+        assert out.read_bytes()[:2] == b"\x1f\x8b"
+        [result] = await client.import_(out, f"{registry_b.host}/{repo_name}:back")
+        checked = await validate(client.repo(f"{registry_b.host}/{repo_name}"), "back")
+    assert str(result.digest) == built.digest
+    assert len(checked.blobs) == len(built.blobs)

@@ -52,6 +52,24 @@ class Job:
     uploads: SingleFlight[None] = field(default_factory=SingleFlight)
     #: (host, digest) -> repos known to hold the blob, for cross-repository mounts.
     holders: dict[tuple[str, Digest], list[Repo]] = field(default_factory=dict)
+    #: Manifest references walked so far, by `manifests` key: parent -> children.
+    #: Two tasks entering a loop at different manifests would each wait for the
+    #: other's single-flight call forever; `refer` sees the loop close instead.
+    references: dict[str, set[str]] = field(default_factory=dict)
+
+    def refer(self, parent: str, child: str) -> bool:
+        """Record that ``parent`` references ``child``; False if ``child`` reaches ``parent``."""
+        seen: set[str] = set()
+        todo = [child]
+        while todo:
+            node = todo.pop()
+            if node == parent:
+                return False
+            if node not in seen:
+                seen.add(node)
+                todo.extend(self.references.get(node, ()))
+        self.references.setdefault(parent, set()).add(child)
+        return True
 
     def holds(self, repo: Repo, digest: Digest) -> None:
         """Record that ``repo`` now holds ``digest``."""
@@ -164,6 +182,10 @@ class Copier:
         """Copy one manifest and everything under it; return the digest pushed."""
         if desc.digest in ancestors:
             raise LoopError(f"{self.src.key}@{desc.digest}: index references itself")
+        if ancestors and not self.job.refer(
+            f"{self.dst.key}@{ancestors[-1]}", f"{self.dst.key}@{desc.digest}"
+        ):
+            raise LoopError(f"{self.src.key}@{desc.digest}: index reaches itself")
         if tag is not None or top:
             return await self._manifest_once(desc, tag, ancestors, top=top)
         key = f"{self.dst.key}@{desc.digest}"
@@ -290,6 +312,7 @@ class Copier:
     # --- blobs ------------------------------------------------------------
 
     async def _blob(self, desc: Descriptor) -> None:
+        self._emit(Event(EventKind.QUEUED, "blob", str(desc.digest), self.dst.key, size=desc.size))
         await self.job.blobs.do(f"{self.dst.key}@{desc.digest}", lambda: self._move_blob(desc))
 
     async def _move_blob(self, desc: Descriptor) -> None:

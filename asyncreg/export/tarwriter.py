@@ -1,11 +1,10 @@
 """`TarWriterRepo`: a tar being written, as the target `Repo` of an export.
 
-An export is a copy into this repo. Blobs are fetched concurrently by the
-engine but a tar is sequential, so exactly one entry is written at a time:
-the first blob to arrive streams straight into the tar; blobs that arrive
-while the writer is busy are buffered — in memory up to a shared budget,
-in temporary files beyond it — and written when the writer is free. Peak
-memory is thus the budget plus chunk buffers, whatever the image size.
+An export is a copy into this repo. The engine fetches blobs concurrently;
+how they reach the tar is the output's business (see `outputs`): written in
+place at reserved offsets of a file, or one at a time to a stream with the
+waiting ones spooled. Either way memory is bounded by configuration, never
+by the image.
 
 Every blob is verified (digest and size) on its way in, every blob name is
 written once however many images share it, and the archive is framed as an
@@ -20,8 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import zlib
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -34,112 +32,12 @@ from ..manifest import Descriptor, Manifest
 from ..platform import Platform
 from ..store import BlobSource, BlobStream
 from .dockerjson import ExportedImage, blob_name, build_docker_manifest, build_oci_index
-from .tarformat import END, dir_header, file_header, padding
+from .outputs import Output, PositionalOutput, SequentialOutput, dirs
 
 __all__ = ["TarWriterRepo"]
 
 Compression = Literal["gzip"] | None
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-_WRITE_BATCH = 4 * MIB
-
-
-class _Sink:
-    """The output file (or stdout), written from a worker thread, optionally gzipped."""
-
-    def __init__(self, fileobj: BinaryIO, compression: Compression) -> None:
-        self._f = fileobj
-        self._z = zlib.compressobj(6, zlib.DEFLATED, 31) if compression == "gzip" else None
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self.written = 0
-
-    def _write_sync(self, parts: list[bytes]) -> None:
-        data = b"".join(parts)
-        if self._z is not None:
-            data = self._z.compress(data)
-        self._f.write(data)
-
-    async def write(self, data: bytes) -> None:
-        """Queue ``data``; flush to the file in batches (fewer thread hops)."""
-        self.written += len(data)
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size >= _WRITE_BATCH:
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write what is queued."""
-        if self._pending:
-            parts, self._pending, self._pending_size = self._pending, [], 0
-            await anyio.to_thread.run_sync(self._write_sync, parts)
-
-    async def finish(self) -> None:
-        """Flush, end the compressed stream, and flush the file."""
-        await self.flush()
-
-        def end() -> None:
-            if self._z is not None:
-                self._f.write(self._z.flush())
-            self._f.flush()
-
-        await anyio.to_thread.run_sync(end)
-
-
-class _Spool:
-    """A blob waiting for the writer: memory up to its share of the budget, then a file."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.memory = 0
-        self.file: tempfile._TemporaryFileWrapper[bytes] | None = None
-
-    async def add(self, chunk: bytes, budget: _Budget) -> None:
-        if self.file is None and budget.take(len(chunk)):
-            self.chunks.append(chunk)
-            self.memory += len(chunk)
-            return
-        if self.file is None:
-            self.file = await anyio.to_thread.run_sync(
-                lambda: tempfile.NamedTemporaryFile(prefix="asyncreg-spool-")  # noqa: SIM115
-            )
-        f = self.file
-        await anyio.to_thread.run_sync(f.write, chunk)
-
-    async def replay(self) -> AsyncIterable[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-        if self.file is not None:
-            f = self.file
-            await anyio.to_thread.run_sync(f.seek, 0)
-            while True:
-                data = await anyio.to_thread.run_sync(f.read, MIB)
-                if not data:
-                    break
-                yield data
-
-    async def close(self, budget: _Budget) -> None:
-        budget.give(self.memory)
-        self.chunks.clear()
-        self.memory = 0
-        if self.file is not None:
-            await anyio.to_thread.run_sync(self.file.close)
-            self.file = None
-
-
-class _Budget:
-    """Bytes of waiting blobs that may sit in memory, shared by all spools."""
-
-    def __init__(self, limit: int) -> None:
-        self.free = limit
-
-    def take(self, n: int) -> bool:
-        if n <= self.free:
-            self.free -= n
-            return True
-        return False
-
-    def give(self, n: int) -> None:
-        self.free += n
 
 
 class TarWriterRepo:
@@ -161,15 +59,14 @@ class TarWriterRepo:
         self.dest = str(dest)
         self.platform = platform or Platform.host()
         self._compression = compression
-        self._budget = _Budget(memory_budget)
-        self._lock = anyio.Lock()
+        self._memory_budget = memory_budget
         self._written: dict[Digest, int] = {}
+        self._claimed: set[Digest] = set()
         self._manifests: dict[Digest, Manifest] = {}
         self._images: list[ExportedImage] = []
-        self._sink: _Sink | None = None
+        self._out: Output | None = None
         self._file: BinaryIO | None = None
         self._tmp: str | None = None
-        self._dirs_written = False
 
     @property
     def key(self) -> str:
@@ -194,19 +91,23 @@ class TarWriterRepo:
                 )
             )
             self._file = os.fdopen(fd, "wb")
-        self._sink = _Sink(self._file, self._compression)
-        await self._entry_bytes("oci-layout", _LAYOUT)
+        if self._tmp is not None and self._compression is None:
+            self._out = PositionalOutput(self._file.fileno())
+        else:
+            self._out = SequentialOutput(
+                self._file, gzip=self._compression == "gzip", memory_budget=self._memory_budget
+            )
+        await self._bytes_entry("oci-layout", _LAYOUT)
+        await self._out.raw(dirs("sha256"))
 
     async def commit(self) -> None:
         """Write ``index.json`` and ``manifest.json``, end the tar, move it into place."""
-        assert self._sink is not None
+        assert self._out is not None
         assert self._file is not None
-        async with self._lock:
-            await self._entry_bytes("index.json", build_oci_index(self._images))
-            docker = build_docker_manifest(self._images, self._manifests, self.platform)
-            await self._entry_bytes("manifest.json", docker)
-            await self._sink.write(END)
-            await self._sink.finish()
+        await self._bytes_entry("index.json", build_oci_index(self._images))
+        docker = build_docker_manifest(self._images, self._manifests, self.platform)
+        await self._bytes_entry("manifest.json", docker)
+        await self._out.finish()
         if self._tmp is not None:
             await anyio.to_thread.run_sync(self._file.close)
             await anyio.to_thread.run_sync(os.replace, self._tmp, self.dest)
@@ -226,29 +127,23 @@ class TarWriterRepo:
 
     # --- writing ----------------------------------------------------------
 
-    async def _entry_bytes(self, name: str, data: bytes) -> None:
-        assert self._sink is not None
-        await self._sink.write(file_header(name, len(data)))
-        await self._sink.write(data)
-        await self._sink.write(padding(len(data)))
+    async def _bytes_entry(self, name: str, data: bytes) -> None:
+        assert self._out is not None
+        verifier = Verifier(Digest.of(data), len(data), what=name)
+        await self._out.entry(name, len(data), _one(data), verifier)
 
-    async def _blob_dirs(self, digest: Digest) -> None:
-        if not self._dirs_written:
-            assert self._sink is not None
-            await self._sink.write(dir_header("blobs/"))
-            await self._sink.write(dir_header(f"blobs/{digest.algorithm}/"))
-            self._dirs_written = True
-
-    async def _entry_stream(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
-        assert self._sink is not None
-        await self._blob_dirs(desc.digest)
-        await self._sink.write(file_header(blob_name(desc.digest), desc.size))
+    async def _blob_entry(self, desc: Descriptor, chunks: AsyncIterable[bytes]) -> None:
+        """Write one blob entry, once per digest however many images share it."""
+        assert self._out is not None
+        if desc.digest in self._claimed:
+            return
+        self._claimed.add(desc.digest)
         verifier = Verifier(desc.digest, desc.size, what=f"blob {desc.digest}")
-        async for chunk in chunks:
-            verifier.update(chunk)
-            await self._sink.write(chunk)
-        verifier.finish()
-        await self._sink.write(padding(desc.size))
+        try:
+            await self._out.entry(blob_name(desc.digest), desc.size, chunks, verifier)
+        except BaseException:
+            self._claimed.discard(desc.digest)
+            raise
         self._written[desc.digest] = desc.size
 
     # --- Repo: manifests ----------------------------------------------------
@@ -269,14 +164,8 @@ class TarWriterRepo:
         self, manifest: Manifest, tag: str | None = None, *, child: bool = False
     ) -> None:
         """Write the manifest blob (once) and name it in ``index.json`` when tagged."""
-        async with self._lock:
-            if manifest.digest not in self._written:
-
-                async def one() -> AsyncIterable[bytes]:
-                    yield manifest.raw
-
-                await self._entry_stream(manifest.descriptor(), one())
-            self._manifests[manifest.digest] = manifest
+        await self._blob_entry(manifest.descriptor(), _one(manifest.raw))
+        self._manifests[manifest.digest] = manifest
         if tag is not None:
             full, _, short = tag.partition("\0")
             self._images.append(ExportedImage(full, short or full, manifest.descriptor()))
@@ -292,27 +181,14 @@ class TarWriterRepo:
         raise NotFoundError(f"{self.key}: a tar being written is not readable", status=404)
 
     async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
-        """Stream the blob into the tar now, or spool it until the writer is free."""
-        if desc.digest in self._written:
+        """Write the blob into the tar as its bytes arrive (verified on the way)."""
+        if desc.digest in self._claimed:
             return
         stream = await source()
-        spool: _Spool | None = None
         try:
-            if not self._lock.locked():
-                async with self._lock:
-                    if desc.digest not in self._written:
-                        await self._entry_stream(desc, stream)
-                return
-            spool = _Spool()
-            async for chunk in stream:
-                await spool.add(chunk, self._budget)
-            async with self._lock:
-                if desc.digest not in self._written:
-                    await self._entry_stream(desc, spool.replay())
+            await self._blob_entry(desc, stream)
         finally:
             await stream.aclose()
-            if spool is not None:
-                await spool.close(self._budget)
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
         """Tars do not mount."""
@@ -329,3 +205,7 @@ class TarWriterRepo:
             for m in self._manifests.values()
             if m.subject is not None and m.subject.digest == digest
         ]
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
