@@ -3,5 +3,8 @@
 ``make bench`` (``.venv/bin/python -m benchmarks.run``) builds each workload
 once, pushes it to a source registry with skopeo, then times alternating
 copies by asyncreg and skopeo into a destination registry that is wiped
-before every copy. See `benchmarks.run` for the options.
+before every copy. W3 goes through a tar file instead: exports from the
+source registry (against skopeo's ``docker-archive:`` and ``oci-archive:``)
+and imports into the wiped destination (see `benchmarks.archive`). See
+`benchmarks.run` for the options.
 """

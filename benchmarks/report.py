@@ -5,6 +5,11 @@ count towards the figures; a failed run is listed with its reason instead of
 a number. Medians are used for wall and CPU time because single runs on a
 shared 2-core machine vary by 15-20 %; peak RSS is the maximum, because a
 memory ceiling is about the worst run.
+
+A result covers one leg of one workload: the copy of W1 or W4, or the export
+or an import of W3. Each leg has its own tools (W3's export compares asyncreg
+with two skopeo transports) and one or more baselines that asyncreg's median
+wall time is divided by.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .measure import Measurement
-from .workloads import Workload
+from .workloads import LEG_EXPORT, LEG_IMPORT, LEG_IMPORT_SKOPEO_TAR, Workload
 
 __all__ = [
+    "BASELINE",
+    "SUBJECT",
     "TARGETS",
     "TOOLS",
     "RunRecord",
@@ -28,8 +35,11 @@ __all__ = [
 
 GIB = 1024**3
 
-#: The tools compared, in the order the tables list them; the last one is the baseline.
-TOOLS = ("asyncreg", "skopeo")
+#: The tool under test: every ratio is its median wall over a baseline's.
+SUBJECT = "asyncreg"
+#: The tools of a registry-to-registry copy, in the order the tables list them.
+TOOLS = (SUBJECT, "skopeo")
+#: The baseline of a copy (other legs name theirs in `WorkloadResult.baselines`).
 BASELINE = "skopeo"
 
 
@@ -39,32 +49,45 @@ class RunRecord:
 
     run: int
     tool: str
-    #: 0 when the tool ran first in its run, 1 when second.
+    #: Place of the tool in its run's order: 0 when it ran first.
     position: int
     measurement: Measurement | None
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the copy succeeded and left the expected digest in registry B."""
+        """True when the tool succeeded and its output checked out (digest in B, tar)."""
         return self.error is None and self.measurement is not None
 
 
 @dataclass
 class WorkloadResult:
-    """Everything measured for one workload."""
+    """Everything measured for one leg of one workload."""
 
     workload: Workload
     scale: float
+    #: Which part of the workload: "" for a copy, `LEG_EXPORT` or an import leg for W3.
+    leg: str = ""
+    #: The tools compared, in the order the tables list them (and the first run runs them).
+    tools: tuple[str, ...] = TOOLS
+    #: The tools asyncreg's median wall time is divided by, one ratio each.
+    baselines: tuple[str, ...] = (BASELINE,)
     bytes_moved: int = 0
     blob_count: int = 0
     expected_digest: str = ""
-    #: tool name -> the command line, with ``A``/``B`` standing for the registries.
+    #: tool name -> the command line, with ``A``/``B``/``FILE`` standing for registries and tars.
     commands: dict[str, str] = field(default_factory=dict)
+    #: Extra facts for the report (procedure of the leg, sizes of the tars written or read).
+    notes: list[str] = field(default_factory=list)
     warmups: list[RunRecord] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
-    #: Set when the workload could not be prepared (build, registries, seeding).
+    #: Set when the leg could not be prepared (build, registries, seeding, input tar).
     setup_error: str | None = None
+
+    @property
+    def title(self) -> str:
+        """``W1``, or ``W3 export``: the workload name and the leg."""
+        return f"{self.workload.name} {self.leg}" if self.leg else self.workload.name
 
     def records(self, tool: str) -> list[RunRecord]:
         """The timed runs of ``tool``, in order."""
@@ -80,10 +103,10 @@ class WorkloadResult:
             bytes_moved=self.bytes_moved,
         )
 
-    def wall_ratio(self) -> float | None:
-        """Median wall of asyncreg over median wall of skopeo, None without data."""
-        mine = self.stats("asyncreg").median_wall
-        base = self.stats(BASELINE).median_wall
+    def wall_ratio(self, baseline: str | None = None) -> float | None:
+        """asyncreg median wall over that of ``baseline`` (default: the first); None if no data."""
+        mine = self.stats(SUBJECT).median_wall
+        base = self.stats(baseline or self.baselines[0]).median_wall
         if mine is None or base is None or base <= 0:
             return None
         return mine / base
@@ -141,7 +164,7 @@ class ToolStats:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal from the issue: ``metric(result) <= limit`` on one workload."""
+    """A goal from the issue: ``metric(result) <= limit`` on one leg of one workload."""
 
     workload: str
     what: str
@@ -150,6 +173,26 @@ class Target:
     metric: Callable[[WorkloadResult], float | None]
     #: Scales the issue states the target for.
     scales: tuple[float, ...] = (1.0,)
+    #: The leg of the workload ("" for a copy), as in `WorkloadResult.leg`.
+    leg: str = ""
+
+    @property
+    def title(self) -> str:
+        """The workload and leg, as `WorkloadResult.title` spells them."""
+        return f"{self.workload} {self.leg}" if self.leg else self.workload
+
+
+def _asyncreg_rss(result: WorkloadResult) -> float | None:
+    return result.stats(SUBJECT).peak_rss_mib
+
+
+def _wall_ratio(result: WorkloadResult) -> float | None:
+    return result.wall_ratio()
+
+
+#: W3's tools: asyncreg's export is timed against two skopeo transports, its import against one.
+SKOPEO_DOCKER_ARCHIVE = "skopeo docker-archive"
+SKOPEO_OCI_ARCHIVE = "skopeo oci-archive"
 
 
 TARGETS: tuple[Target, ...] = (
@@ -168,6 +211,31 @@ TARGETS: tuple[Target, ...] = (
         " MiB",
         lambda r: r.stats("asyncreg").peak_rss_mib,
         scales=(1.0, 4.0),
+    ),
+    Target(
+        "W3",
+        f"wall ratio asyncreg/{SKOPEO_DOCKER_ARCHIVE} (medians)",
+        0.5,
+        "",
+        lambda r: r.wall_ratio(SKOPEO_DOCKER_ARCHIVE),
+        leg=LEG_EXPORT,
+    ),
+    Target(
+        "W3",
+        f"wall ratio asyncreg/{SKOPEO_OCI_ARCHIVE} (medians)",
+        0.25,
+        "",
+        lambda r: r.wall_ratio(SKOPEO_OCI_ARCHIVE),
+        leg=LEG_EXPORT,
+    ),
+    Target("W3", "asyncreg peak RSS (max)", 150.0, " MiB", _asyncreg_rss, leg=LEG_EXPORT),
+    *(
+        target
+        for leg in (LEG_IMPORT, LEG_IMPORT_SKOPEO_TAR)
+        for target in (
+            Target("W3", "wall ratio asyncreg/skopeo (medians)", 0.8, "", _wall_ratio, leg=leg),
+            Target("W3", "asyncreg peak RSS (max)", 150.0, " MiB", _asyncreg_rss, leg=leg),
+        )
     ),
     Target("W4", "wall ratio asyncreg/skopeo (medians)", 0.8, "", lambda r: r.wall_ratio()),
     Target(
@@ -195,9 +263,17 @@ def _run_cell(record: RunRecord | None, attr: str, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _ratio_cell(result: WorkloadResult, tool: str, baseline: str) -> str:
+    if tool == baseline:
+        return "1.00 (baseline)"
+    if tool == SUBJECT:
+        return _num(result.wall_ratio(baseline))
+    return ""
+
+
 def _workload_section(result: WorkloadResult) -> list[str]:
     w = result.workload
-    lines = [f"## {w.name}: {w.describe(result.scale)}", ""]
+    lines = [f"## {result.title}: {w.describe(result.scale)}", ""]
     if result.setup_error is not None:
         lines += [f"**Not measured**: {result.setup_error}", ""]
         return lines
@@ -206,24 +282,25 @@ def _workload_section(result: WorkloadResult) -> list[str]:
         f" {result.blob_count} blobs: configs and layers)",
         f"- expected top digest: `{result.expected_digest}`",
     ]
-    for tool in TOOLS:
+    for tool in result.tools:
         if tool in result.commands:
             lines.append(f"- {tool}: `{result.commands[tool]}`")
+    lines += [f"- {note}" for note in result.notes]
     lines.append("")
 
+    ratio_header = "".join(f" wall ratio vs {b} |" for b in result.baselines)
     lines += [
-        "| tool | runs ok | median wall s | MB/s | CPU s/GiB (median) | peak RSS MiB (max)"
-        " | wall ratio vs skopeo |",
-        "|---|---|---|---|---|---|---|",
+        "| tool | runs ok | median wall s | MB/s | CPU s/GiB (median) | peak RSS MiB (max) |"
+        + ratio_header,
+        "|---|---|---|---|---|---|" + "---|" * len(result.baselines),
     ]
-    ratio = result.wall_ratio()
-    for tool in TOOLS:
+    for tool in result.tools:
         st = result.stats(tool)
-        ratio_text = "1.00 (baseline)" if tool == BASELINE else _num(ratio)
+        ratios = "".join(f" {_ratio_cell(result, tool, b)} |" for b in result.baselines)
         lines.append(
             f"| {tool} | {st.ok_count}/{st.attempted} | {_num(st.median_wall)}"
-            f" | {_num(st.mb_per_s, 0)} | {_num(st.cpu_per_gib)} | {_num(st.peak_rss_mib, 1)}"
-            f" | {ratio_text} |"
+            f" | {_num(st.mb_per_s, 0)} | {_num(st.cpu_per_gib)} | {_num(st.peak_rss_mib, 1)} |"
+            + ratios
         )
     lines.append("")
 
@@ -231,9 +308,9 @@ def _workload_section(result: WorkloadResult) -> list[str]:
     for record in result.runs:
         by_run.setdefault(record.run, {})[record.tool] = record
     header = ["run", "first"]
-    header += [f"{t} wall s" for t in TOOLS]
-    header += [f"{t} CPU s" for t in TOOLS]
-    header += [f"{t} RSS MiB" for t in TOOLS]
+    header += [f"{t} wall s" for t in result.tools]
+    header += [f"{t} CPU s" for t in result.tools]
+    header += [f"{t} RSS MiB" for t in result.tools]
     lines += [
         "Every timed run (wall clock, client CPU user+sys, client peak RSS):",
         "",
@@ -243,9 +320,9 @@ def _workload_section(result: WorkloadResult) -> list[str]:
     for run, records in sorted(by_run.items()):
         first = next((r.tool for r in records.values() if r.position == 0), "")
         cells = [str(run), first]
-        cells += [_run_cell(records.get(t), "wall_s", 2) for t in TOOLS]
-        cells += [_run_cell(records.get(t), "cpu_s", 2) for t in TOOLS]
-        cells += [_run_cell(records.get(t), "max_rss_mib", 1) for t in TOOLS]
+        cells += [_run_cell(records.get(t), "wall_s", 2) for t in result.tools]
+        cells += [_run_cell(records.get(t), "cpu_s", 2) for t in result.tools]
+        cells += [_run_cell(records.get(t), "max_rss_mib", 1) for t in result.tools]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 
@@ -259,7 +336,7 @@ def _workload_section(result: WorkloadResult) -> list[str]:
 
 
 def _targets_section(results: Sequence[WorkloadResult], scale: float) -> list[str]:
-    by_name = {r.workload.name: r for r in results}
+    by_title = {r.title: r for r in results}
     lines = [
         "## Targets from the issue",
         "",
@@ -268,7 +345,7 @@ def _targets_section(results: Sequence[WorkloadResult], scale: float) -> list[st
     ]
     notes: set[str] = set()
     for target in TARGETS:
-        result = by_name.get(target.workload)
+        result = by_title.get(target.title)
         value = None
         if result is not None and result.setup_error is None:
             value = target.metric(result)
@@ -284,7 +361,7 @@ def _targets_section(results: Sequence[WorkloadResult], scale: float) -> list[st
             notes.add("scale")
         measured = "n/a" if value is None else f"{value:.2f}{target.unit}"
         lines.append(
-            f"| {target.workload} | {target.what} | ≤ {target.limit:g}{target.unit}"
+            f"| {target.title} | {target.what} | ≤ {target.limit:g}{target.unit}"
             f" | {measured} | {status} |"
         )
     lines.append("")

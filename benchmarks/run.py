@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run``: time asyncreg against skopeo, registry to registry.
+"""``python -m benchmarks.run``: time asyncreg against skopeo, registry to registry and via tars.
 
 For each workload:
 
@@ -12,8 +12,13 @@ For each workload:
 4. after every copy, ``HEAD`` the tag in B: a copy that did not leave the
    expected digest there is a failure, not a number.
 
-Each copy is a subprocess: wall time around its whole life, user+sys CPU and
-peak RSS from its ``wait4`` rusage. The markdown report goes to ``--out``
+W3 goes through a tar file instead, in legs timed apart (see
+`benchmarks.archive`): export from A to a tar (asyncreg against skopeo's
+``docker-archive:`` and ``oci-archive:``), then import of an OCI archive into
+B (asyncreg against skopeo's ``oci-archive:`` source).
+
+Each copy, export or import is a subprocess: wall time around its whole
+life, user+sys CPU and peak RSS from its ``wait4`` rusage. The markdown report goes to ``--out``
 and to stdout; progress goes to stderr. Exit status: 0 when every copy
 succeeded, 1 when some failed, 2 for a usage error or a missing tool.
 Targets from the issue are shown but do not change the exit status.
@@ -28,24 +33,32 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncreg
 from asyncreg.testkit.registry import RegistryProcess, require_tools
-from asyncreg.testkit.skopeo import push_layout
 
-from .measure import client_env, head_digest, run_measured
-from .report import TOOLS, RunRecord, WorkloadResult, render_report
+from .archive import run_archive_workload
+from .measure import Measurement, client_env
+from .report import TOOLS, WorkloadResult, render_report
+from .session import (
+    REPO_ROOT,
+    Session,
+    ToolSpec,
+    check_printed_digest,
+    check_registry,
+    log,
+    seed_source,
+    shown,
+)
 from .workloads import Workload, parse_workloads
 
 __all__ = ["main"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "latest.md"
-#: Seconds one copy may take before it is killed and counted as a failure.
+#: Seconds one copy (export, import) may take before it is killed and counted as a failure.
 DEFAULT_TIMEOUT = 600.0
 
 ArgvFactory = Callable[[Workload, str, str], list[str]]
@@ -84,18 +97,6 @@ def skopeo_argv(workload: Workload, src_host: str, dst_host: str) -> list[str]:
 ARGV: dict[str, ArgvFactory] = {"asyncreg": asyncreg_argv, "skopeo": skopeo_argv}
 
 
-def _log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _shown(argv: Sequence[str]) -> str:
-    """A command line for the report, with the interpreter path shortened."""
-    parts = list(argv)
-    if parts and parts[0] == sys.executable:
-        parts[0] = "python"
-    return " ".join(parts)
-
-
 def _tool_version(argv: Sequence[str]) -> str:
     try:
         proc = subprocess.run(
@@ -121,109 +122,65 @@ def _nproc() -> int:
         return os.cpu_count() or 0
 
 
-def _verify(
-    tool: str, record_out: str, workload: Workload, registry: RegistryProcess, expected: str
-) -> str | None:
-    """Why the copy into ``registry`` is wrong, or None when it holds ``expected``."""
-    try:
-        got = head_digest(registry.url, workload.repo, workload.tag)
-    except OSError as exc:
-        return f"could not HEAD the tag in B: {exc}"
-    if got != expected:
-        return f"B holds {got or 'nothing'} at {workload.repo}:{workload.tag}, expected {expected}"
-    if tool == "asyncreg":
-        printed = record_out.strip().splitlines()[:1]
-        if printed != [expected]:
-            return f"asyncreg printed {printed[0] if printed else 'nothing'!r}, expected {expected}"
-    return None
+def _copy_specs(
+    workload: Workload, source: RegistryProcess, dest: RegistryProcess, expected: str
+) -> list[ToolSpec]:
+    """Each tool copies A to B; B is wiped before and must hold ``expected`` after."""
 
-
-class Session:
-    """Runs the copies of one workload against a started pair of registries."""
-
-    def __init__(
-        self,
-        workload: Workload,
-        source: RegistryProcess,
-        dest: RegistryProcess,
-        result: WorkloadResult,
-        timeout: float,
-    ) -> None:
-        self.workload = workload
-        self.source = source
-        self.dest = dest
-        self.result = result
-        self.timeout = timeout
-        self.env = client_env()
-
-    def copy(self, tool: str, run: int, position: int) -> RunRecord:
-        """Wipe B, run ``tool`` once, check B; a failure is recorded, never raised."""
-        self.dest.reset()
-        argv = ARGV[tool](self.workload, self.source.host, self.dest.host)
-        m = run_measured(argv, timeout=self.timeout, env=self.env, cwd=REPO_ROOT)
-        error = m.failure()
-        if error is None:
-            error = _verify(tool, m.stdout, self.workload, self.dest, self.result.expected_digest)
-        label = "warm-up" if run == 0 else f"run {run}"
-        if error is None:
-            _log(
-                f"{self.workload.name} {label} {tool}: {m.wall_s:.2f} s wall,"
-                f" {m.cpu_s:.2f} CPU s, {m.max_rss_mib:.1f} MiB peak RSS"
+    def checker(tool: str) -> Callable[[Measurement], str | None]:
+        def check(m: Measurement) -> str | None:
+            return check_registry(dest, workload, expected) or check_printed_digest(
+                tool, m.stdout, expected
             )
-        else:
-            _log(f"{self.workload.name} {label} {tool}: FAILED: {error}")
-        return RunRecord(run=run, tool=tool, position=position, measurement=m, error=error)
 
-    def run(self, runs: int) -> None:
-        """One warm-up per tool, then ``runs`` alternating timed runs."""
-        broken: set[str] = set()
-        for tool in TOOLS:
-            record = self.copy(tool, run=0, position=TOOLS.index(tool))
-            self.result.warmups.append(record)
-            if not record.ok:
-                broken.add(tool)
-        for run in range(1, runs + 1):
-            order = TOOLS if run % 2 == 1 else tuple(reversed(TOOLS))
-            for position, tool in enumerate(order):
-                if tool in broken:
-                    # Its warm-up failed: timing it again would only burn the time budget.
-                    self.result.runs.append(
-                        RunRecord(run, tool, position, None, "skipped: its warm-up failed")
-                    )
-                    continue
-                self.result.runs.append(self.copy(tool, run, position))
+        return check
+
+    return [
+        ToolSpec(
+            name=tool,
+            argv=tuple(ARGV[tool](workload, source.host, dest.host)),
+            prepare=dest.reset,
+            check=checker(tool),
+        )
+        for tool in TOOLS
+    ]
 
 
-def run_workload(workload: Workload, runs: int, scale: float, timeout: float) -> WorkloadResult:
-    """Prepare, measure and clean up one workload; setup errors end up in the result."""
+def run_copy_workload(
+    workload: Workload, runs: int, scale: float, timeout: float
+) -> WorkloadResult:
+    """Prepare, measure and clean up one copy workload; setup errors end up in the result."""
     result = WorkloadResult(workload=workload, scale=scale)
     tmp = Path(tempfile.mkdtemp(prefix=f"asyncreg-bench-{workload.name.lower()}-"))
     source = RegistryProcess()
     dest = RegistryProcess()
     try:
-        layout = tmp / "layout"
-        _log(f"{workload.name}: building {workload.describe(scale)} in {layout}")
-        built = workload.build(layout, scale)
+        source.start()
+        dest.start()
+        built = seed_source(workload, scale, tmp / "layout", source)
         result.expected_digest = built.digest
         result.bytes_moved = built.blob_bytes
         result.blob_count = len(built.blobs)
-        source.start()
-        dest.start()
-        _log(f"{workload.name}: seeding registry A ({source.host}) with skopeo")
-        push_layout(layout, workload.tag, source.host, workload.repo, all=True)
-        seeded = head_digest(source.url, workload.repo, workload.tag)
-        if seeded != built.digest:
-            raise RuntimeError(f"registry A holds {seeded or 'nothing'}, expected {built.digest}")
-        result.commands = {tool: _shown(ARGV[tool](workload, "A", "B")) for tool in TOOLS}
-        Session(workload, source, dest, result, timeout).run(runs)
+        result.commands = {tool: shown(ARGV[tool](workload, "A", "B")) for tool in TOOLS}
+        specs = _copy_specs(workload, source, dest, built.digest)
+        Session(result, specs, timeout, client_env()).run(runs)
     except Exception as exc:
-        _log(f"{workload.name}: aborted: {exc}")
+        log(f"{workload.name}: aborted: {exc}")
         result.setup_error = f"{type(exc).__name__}: {exc}"
     finally:
         dest.stop()
         source.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def run_workload(
+    workload: Workload, runs: int, scale: float, timeout: float
+) -> list[WorkloadResult]:
+    """The results of one workload: one for a copy, one per leg for an archive workload."""
+    if workload.kind == "archive":
+        return run_archive_workload(workload, runs, scale, timeout)
+    return [run_copy_workload(workload, runs, scale, timeout)]
 
 
 def _positive_float(text: str) -> float:
@@ -243,9 +200,14 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
-        description="Time asyncreg against skopeo copying between two loopback registries.",
+        description="Time asyncreg against skopeo between two loopback registries and tar files.",
     )
-    p.add_argument("--workloads", default="W1,W4", help="comma-separated: W1, W4 (default: both)")
+    p.add_argument(
+        "--workloads",
+        default="W1,W3,W4",
+        help="comma-separated: W1 (copy), W3 (export and import via a tar), W4 (copy of an index);"
+        " default: all three",
+    )
     p.add_argument("--runs", type=_positive_int, default=5, help="timed runs per tool (default 5)")
     p.add_argument(
         "--scale",
@@ -281,8 +243,9 @@ def _header(args: argparse.Namespace, started: datetime, load_start: str) -> lis
         ("registry", _tool_version(["docker-registry", "--version"])),
         (
             "procedure",
-            f"{args.runs} timed run(s) per tool after one warm-up each, order alternating"
-            f" per run; registry B wiped before every copy; layer scale {args.scale:g}",
+            f"{args.runs} timed run(s) per tool after one warm-up each, order rotating"
+            f" per run; registry B wiped before every copy and import, output tar deleted"
+            f" before every export; layer scale {args.scale:g}",
         ),
         ("load average (1/5/15 min)", f"{load_start} at start, {_loadavg()} at end"),
     ]
@@ -307,9 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[WorkloadResult] = []
     try:
         for workload in workloads:
-            results.append(run_workload(workload, args.runs, args.scale, args.timeout))
+            results.extend(run_workload(workload, args.runs, args.scale, args.timeout))
     except KeyboardInterrupt:
-        _log("interrupted; registries stopped and temporary files removed")
+        log("interrupted; registries stopped and temporary files removed")
         return 130
 
     report = render_report(_header(args, started, load_start), results, args.scale)
@@ -317,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     sys.stdout.write(report)
-    _log(f"report written to {out}")
+    log(f"report written to {out}")
     ok = all(r.setup_error is None and not r.failures for r in results)
     return 0 if ok else 1
 

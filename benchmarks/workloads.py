@@ -1,6 +1,9 @@
 """The benchmark workloads of the issue, built with the test kit's `ImageBuilder`.
 
 - W1: one image of 8 x 128 MiB layers, registry A to registry B.
+- W3: W1's image through a tar file, in two legs measured apart: export
+  (registry A to a tar; skopeo writes a ``docker-archive:`` and an
+  ``oci-archive:``) and import (an OCI archive into an empty registry B).
 - W4: a 3-platform index, 3 x 16 MiB layers per platform, copied whole
   (``skopeo copy --all`` on the skopeo side).
 
@@ -14,20 +17,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from asyncreg.testkit.builder import BuiltImage, ImageBuilder, ImageSpec
 
-__all__ = ["MIB", "WORKLOADS", "Workload", "parse_workloads"]
+__all__ = [
+    "LEG_EXPORT",
+    "LEG_IMPORT",
+    "LEG_IMPORT_SKOPEO_TAR",
+    "MIB",
+    "WORKLOADS",
+    "Workload",
+    "parse_workloads",
+]
 
 MIB = 1024 * 1024
 
 #: Smallest layer a scaled workload gets, so a tiny --scale still moves real tars.
 _MIN_LAYER = 4096
 
+#: The legs of an archive workload (W3), as they appear in the report and the targets.
+LEG_EXPORT = "export"
+LEG_IMPORT = "import"
+LEG_IMPORT_SKOPEO_TAR = "import of skopeo's oci-archive"
+
 
 @dataclass(frozen=True)
 class Workload:
-    """One shape of image to copy from registry A to registry B."""
+    """One shape of image to move from registry A to registry B.
+
+    ``kind`` says how: ``copy`` registry to registry, ``archive`` through a
+    tar file (export from A, then import into B).
+    """
 
     name: str
     layers: int
@@ -38,6 +59,7 @@ class Workload:
     repo: str = "bench/image"
     tag: str = "v1"
     seed: int = 1
+    kind: Literal["copy", "archive"] = "copy"
 
     @property
     def is_index(self) -> bool:
@@ -77,6 +99,8 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
         Workload(name="W1", layers=8, layer_size=128 * MIB, repo="bench/w1"),
+        # W1's image (same shape and seed, so the same blobs), moved through a tar.
+        Workload(name="W3", layers=8, layer_size=128 * MIB, repo="bench/w3", kind="archive"),
         Workload(
             name="W4",
             layers=3,
@@ -89,7 +113,7 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def parse_workloads(text: str) -> list[Workload]:
-    """``"W1,W4"`` (any case, spaces allowed) to workloads; `ValueError` names unknown ones."""
+    """``"W1,W3,W4"`` (any case, spaces allowed) to workloads; `ValueError` names unknown ones."""
     names = [part.strip().upper() for part in text.split(",") if part.strip()]
     if not names:
         raise ValueError("no workload given")
