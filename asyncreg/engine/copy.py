@@ -114,6 +114,8 @@ class Copier:
         self._same_repo = src.key == dst.key
         self._wanted = options.wanted_platforms()
         self._src_tags: list[str] | None = None
+        self._tags_seen: set[str] = set()
+        self._deferred_tags: list[tuple[str, Descriptor]] = []
         self._tags_lock = anyio.Lock()
         self._local = Progress()
 
@@ -144,6 +146,10 @@ class Copier:
                 await self._extras(desc.digest, ())
         if not skipped:
             target_digest = await self._manifest(desc, dst_tag, (), top=True)
+        for tag, tagged in self._deferred_tags:
+            async with self.job.slots.hold(self.src.host):
+                manifest = await self.src.manifest_get(tagged.digest)
+            await self._put(manifest, tag, top=False)
         after = self._local.statistics()
         return CopyResult(
             source=f"{self.src.key}:{src_reference}",
@@ -288,9 +294,18 @@ class Copier:
                     tg.start_soon(self._digest_tag, tag, lineage)
 
     async def _digest_tag(self, tag: str, lineage: tuple[Digest, ...]) -> None:
+        # Tags can point anywhere, even back into the walk (two signatures that
+        # sign each other): each tag is followed once per copy, and a tag whose
+        # manifest is still being copied above us is set once the copy is done.
+        if tag in self._tags_seen:
+            return
+        self._tags_seen.add(tag)
         async with self.job.slots.hold(self.src.host):
             desc = await self.src.manifest_head(tag)
         if desc is None:
+            return
+        if desc.digest in lineage:
+            self._deferred_tags.append((tag, desc))
             return
         async with self.job.slots.hold(self.dst.host):
             present = await self.dst.manifest_head(tag)
