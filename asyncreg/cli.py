@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
             help="trust the CA in PEM for HOST",
         )
         sp.add_argument("--json", action="store_true", help="print results as JSON")
+        sp.add_argument(
+            "--no-zero-copy",
+            action="store_true",
+            help="stream blobs through Python even between plain-HTTP registries",
+        )
 
     cp = sub.add_parser("copy", help="copy an image or index from SRC to DST")
     cp.add_argument("src")
@@ -122,7 +127,9 @@ def _client(args: argparse.Namespace) -> Client:
         if not sep:
             raise SystemExit("asyncreg: --ca-file wants HOST=PEM")
         hosts[host] = HostConfig(plain_http=False, ca_file=path)
-    limits = Limits(transfers=args.concurrency, per_host=args.per_host)
+    limits = Limits(
+        transfers=args.concurrency, per_host=args.per_host, zero_copy=not args.no_zero_copy
+    )
     return Client(limits=limits, hosts=hosts)
 
 
