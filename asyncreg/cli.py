@@ -87,7 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("refs", nargs="+", metavar="REF")
     ex.add_argument("dest", metavar="FILE|-")
     ex.add_argument("--platform", help="image of each index named in manifest.json")
-    ex.add_argument("--compress", choices=("gzip",), default=None, help="compress the tar")
+    ex.add_argument(
+        "--compress",
+        choices=("gzip", "zstd"),
+        default=None,
+        help="compress the whole tar (zstd needs the optional zstandard package)",
+    )
     ex.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
     common(ex)
 

@@ -196,7 +196,7 @@ class Client:
         dest: str | Path,
         *,
         platform: str | None = None,
-        compression: Literal["gzip"] | None = None,
+        compression: Literal["gzip", "zstd"] | None = None,
         options: CopyOptions | None = None,
         on_event: Callable[[Event], None] | None = None,
         progress: Progress | None = None,

@@ -347,7 +347,7 @@ async def test_truncated_gzip_tar(workspace: Path) -> None:
         await TarRepo.open(archive, tmp_dir=workspace / "work")
 
 
-async def test_zstd_tar_is_explained(workspace: Path) -> None:
+async def test_corrupt_zstd_tar(workspace: Path) -> None:
     archive = workspace / "evil.tar"
     archive.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 100)
     with pytest.raises(ArchiveError, match="zstd"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tarfile
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import pytest
@@ -92,15 +93,21 @@ async def test_export_of_missing_image_is_not_found(
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_gzip_export_spools_waiting_blobs_and_imports_back(
-    seeded: Seeder, tmp_path: Path, registry_b: RegistryProcess, repo_name: str
+@pytest.mark.parametrize(("compression", "magic"), [("gzip", b"\x1f\x8b"), ("zstd", b"\x28\xb5")])
+async def test_compressed_export_spools_waiting_blobs_and_imports_back(
+    seeded: Seeder,
+    tmp_path: Path,
+    registry_b: RegistryProcess,
+    repo_name: str,
+    compression: Literal["gzip", "zstd"],
+    magic: bytes,
 ) -> None:
     """A compressed tar is written one entry at a time: blobs that must wait are spooled."""
     built, src = seeded(ImageSpec(layers=6, layer_size=300 * 1024))
-    out = tmp_path / "image.tar.gz"
+    out = tmp_path / f"image.tar.{compression}"
     async with Client(limits=Limits(spool_memory=64 * 1024)) as client:
-        await client.export([src], out, compression="gzip")
-        assert out.read_bytes()[:2] == b"\x1f\x8b"
+        await client.export([src], out, compression=compression)
+        assert out.read_bytes()[:2] == magic
         [result] = await client.import_(out, f"{registry_b.host}/{repo_name}:back")
         checked = await validate(client.repo(f"{registry_b.host}/{repo_name}"), "back")
     assert str(result.digest) == built.digest

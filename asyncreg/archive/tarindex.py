@@ -31,7 +31,8 @@ more than one ``oci-layout`` / ``index.json`` / ``manifest.json``, and two
 name with equal sizes are tolerated; the blob's digest decides which bytes
 are right when they are read).
 
-Gzip-compressed tars (magic ``1f 8b``, ``docker save | gzip``) are accepted:
+Gzip-compressed tars (magic ``1f 8b``, ``docker save | gzip``) are accepted,
+and zstd-compressed ones when the optional ``zstandard`` package is installed:
 they are first decompressed to a temporary file next to the other work files
 (streaming, 1 MiB at a time, `zlib` in a worker thread, concatenated gzip
 members allowed), and that file is indexed; `TarIndex.aclose` deletes it.
@@ -362,6 +363,38 @@ def inflate(chunks: Iterable[bytes], *, what: str) -> Iterator[bytes]:
         raise ArchiveError(f"{what}: gzip data is truncated")
 
 
+def _require_zstandard(source: Path) -> None:
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        raise ArchiveError(
+            f"{source} is zstd-compressed: install the optional 'zstandard' package"
+            " (pip install 'asyncreg[zstd]') or decompress it first (zstd -d)"
+        ) from None
+
+
+def _unzstd(src: Path, dst: Path, max_size: int | None, cancel: threading.Event) -> None:
+    """Decompress the zstd file ``src`` into ``dst``, 1 MiB at a time (worker thread)."""
+    import zstandard
+
+    total = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        reader = zstandard.ZstdDecompressor().stream_reader(fin, read_across_frames=True)
+        try:
+            while not cancel.is_set():
+                out = reader.read(CHUNK_SIZE)
+                if not out:
+                    break
+                total += len(out)
+                if max_size is not None and total > max_size:
+                    raise ArchiveError(
+                        f"{src}: decompresses to more than the {max_size}-byte limit"
+                    )
+                fout.write(out)
+        except zstandard.ZstdError as exc:
+            raise ArchiveError(f"{src}: corrupt zstd data: {exc}") from None
+
+
 def _gunzip(src: Path, dst: Path, max_size: int | None, cancel: threading.Event) -> None:
     """Decompress the gzip file ``src`` into ``dst``, 1 MiB at a time (worker thread)."""
     total = 0
@@ -573,9 +606,10 @@ async def index_tar(
         magic = await anyio.to_thread.run_sync(_sniff, source)
     except OSError as exc:
         raise ArchiveError(f"cannot read archive {source}: {exc.strerror or exc}") from None
-    if magic.startswith(_ZSTD_MAGIC):
-        raise ArchiveError(f"{source} is zstd-compressed; decompress it first (zstd -d)")
-    if not magic.startswith(_GZIP_MAGIC):
+    zstd = magic.startswith(_ZSTD_MAGIC)
+    if zstd:
+        _require_zstandard(source)
+    if not zstd and not magic.startswith(_GZIP_MAGIC):
         raws = await _scan_async(source)
         return TarIndex(source, source, _entries(raws), temporary=False)
 
@@ -587,7 +621,12 @@ async def index_tar(
         try:
             # Abandoned on cancellation; the event then stops the thread at its next chunk.
             await anyio.to_thread.run_sync(
-                _gunzip, source, plain, max_unpacked_size, cancel, abandon_on_cancel=True
+                _unzstd if zstd else _gunzip,
+                source,
+                plain,
+                max_unpacked_size,
+                cancel,
+                abandon_on_cancel=True,
             )
         except OSError as exc:
             raise ArchiveError(f"cannot decompress {source}: {exc.strerror or exc}") from None

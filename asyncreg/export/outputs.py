@@ -107,9 +107,9 @@ class PositionalOutput:
 class SequentialOutput:
     """One entry at a time to a stream, spooling blobs that must wait."""
 
-    def __init__(self, fileobj: BinaryIO, *, gzip: bool, memory_budget: int) -> None:
+    def __init__(self, fileobj: BinaryIO, *, compression: str | None, memory_budget: int) -> None:
         self._f = fileobj
-        self._z = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+        self._z = _compressor(compression)
         self._lock = anyio.Lock()
         self._budget = memory_budget
         self._pending: list[bytes] = []
@@ -176,6 +176,23 @@ class SequentialOutput:
                 self._f.flush()
 
             await anyio.to_thread.run_sync(end)
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def _compressor(compression: str | None) -> _Compressor | None:
+    """A streaming compressor for the whole tar: gzip (zlib) or zstd (optional package)."""
+    if compression is None:
+        return None
+    if compression == "gzip":
+        return zlib.compressobj(6, zlib.DEFLATED, 31)
+    import zstandard  # the caller checked that it is installed
+
+    return zstandard.ZstdCompressor(level=3).compressobj()
 
 
 class _Spool:

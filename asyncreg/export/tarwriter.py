@@ -36,7 +36,7 @@ from .outputs import Output, PositionalOutput, SequentialOutput, dirs
 
 __all__ = ["TarWriterRepo"]
 
-Compression = Literal["gzip"] | None
+Compression = Literal["gzip", "zstd"] | None
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -54,8 +54,16 @@ class TarWriterRepo:
         compression: Compression = None,
         memory_budget: int = 64 * MIB,
     ) -> None:
-        if compression not in (None, "gzip"):
-            raise ConfigError(f"unsupported tar compression {compression!r}: use gzip or none")
+        if compression not in (None, "gzip", "zstd"):
+            raise ConfigError(f"unsupported tar compression {compression!r}: use gzip or zstd")
+        if compression == "zstd":
+            try:
+                import zstandard  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "zstd compression needs the optional 'zstandard' package:"
+                    " pip install 'asyncreg[zstd]'"
+                ) from None
         self.dest = str(dest)
         self.platform = platform or Platform.host()
         self._compression = compression
@@ -95,7 +103,7 @@ class TarWriterRepo:
             self._out = PositionalOutput(self._file.fileno())
         else:
             self._out = SequentialOutput(
-                self._file, gzip=self._compression == "gzip", memory_budget=self._memory_budget
+                self._file, compression=self._compression, memory_budget=self._memory_budget
             )
         await self._bytes_entry("oci-layout", _LAYOUT)
         await self._out.raw(dirs("sha256"))
