@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+from typing import TypeVar
 
 import anyio
 import orjson
@@ -23,6 +24,8 @@ from .options import CopyOptions, CopyResult
 from .progressview import PlainView, TerminalView
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,7 +141,10 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(limits=limits, hosts=hosts)
 
 
-def _progress(args: argparse.Namespace) -> tuple[Progress, TerminalView | None]:
+async def _with_progress(
+    args: argparse.Namespace, job: Callable[[Client, Progress], Awaitable[T]]
+) -> T:
+    """Run ``job`` with a client, showing progress on stderr as ``--progress`` asks."""
     progress = Progress()
     mode = args.progress
     if mode == "auto":
@@ -148,26 +154,29 @@ def _progress(args: argparse.Namespace) -> tuple[Progress, TerminalView | None]:
         view = TerminalView(progress)
     elif mode == "plain":
         progress.subscribe(PlainView())
-    return progress, view
-
-
-async def _export(args: argparse.Namespace) -> int:
-    progress, view = _progress(args)
     async with _client(args) as client, anyio.create_task_group() as tg:
         if view is not None:
             tg.start_soon(view.run)
         try:
-            results = await client.export(
-                args.refs,
-                args.dest,
-                platform=args.platform,
-                compression=args.compress,
-                progress=progress,
-            )
+            result = await job(client, progress)
         finally:
             tg.cancel_scope.cancel()
             if view is not None:
                 view.render()
+    return result
+
+
+async def _export(args: argparse.Namespace) -> int:
+    results = await _with_progress(
+        args,
+        lambda client, progress: client.export(
+            args.refs,
+            args.dest,
+            platform=args.platform,
+            compression=args.compress,
+            progress=progress,
+        ),
+    )
     if args.dest != "-":
         for result in results:
             _print_result(result, as_json=args.json)
@@ -175,23 +184,17 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 async def _import(args: argparse.Namespace) -> int:
-    progress, view = _progress(args)
-    async with _client(args) as client, anyio.create_task_group() as tg:
-        if view is not None:
-            tg.start_soon(view.run)
-        try:
-            results = await client.import_(
-                args.src,
-                args.dst,
-                name=args.name,
-                all_images=args.all,
-                compress=not args.no_compress,
-                progress=progress,
-            )
-        finally:
-            tg.cancel_scope.cancel()
-            if view is not None:
-                view.render()
+    results = await _with_progress(
+        args,
+        lambda client, progress: client.import_(
+            args.src,
+            args.dst,
+            name=args.name,
+            all_images=args.all,
+            compress=not args.no_compress,
+            progress=progress,
+        ),
+    )
     for result in results:
         _print_result(result, as_json=args.json)
     return 0
@@ -207,16 +210,9 @@ async def _copy(args: argparse.Namespace) -> int:
         referrers=args.referrers,
         digest_tags=args.digest_tags,
     )
-    progress, view = _progress(args)
-    async with _client(args) as client, anyio.create_task_group() as tg:
-        if view is not None:
-            tg.start_soon(view.run)
-        try:
-            result = await client.copy(args.src, args.dst, options, progress=progress)
-        finally:
-            tg.cancel_scope.cancel()
-            if view is not None:
-                view.render()
+    result = await _with_progress(
+        args, lambda client, progress: client.copy(args.src, args.dst, options, progress=progress)
+    )
     _print_result(result, as_json=args.json)
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 import anyio
@@ -149,20 +149,10 @@ class Progress:
 
     def statistics(self) -> Statistics:
         """A consistent snapshot of the counters."""
-        c = self._c
-        return Statistics(
-            bytes_moved=c.bytes_moved,
-            blobs_moved=c.blobs_moved,
-            blobs_skipped=c.blobs_skipped,
-            blobs_mounted=c.blobs_mounted,
-            manifests_pushed=c.manifests_pushed,
-            manifests_skipped=c.manifests_skipped,
-            retries=c.retries,
-            failures=c.failures,
-            in_flight=c.in_flight,
-            bytes_expected=c.bytes_expected,
-            elapsed=time.monotonic() - c.started,
-        )
+        counts = {
+            f.name: getattr(self._c, f.name) for f in fields(Statistics) if f.name != "elapsed"
+        }
+        return Statistics(**counts, elapsed=time.monotonic() - self._c.started)
 
     def rate(self) -> float:
         """Average bytes per second so far."""
