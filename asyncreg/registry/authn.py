@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import ssl
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -186,10 +185,9 @@ class Authenticator:
             cred = await self._credentials.get(host)
             if cred.registry_token:
                 return cred.registry_token
-            token, expires_in, issued_at = await self._request_token(host, challenge, scopes, cred)
+            token, expires_in = await self._request_token(host, challenge, scopes, cred)
             self._tokens.put(host, scopes, token, expires_in)
             self._latest[key] = token
-            del issued_at
             return token
 
     def _check_realm(self, host: str, realm: str) -> str:
@@ -222,7 +220,7 @@ class Authenticator:
 
     async def _request_token(
         self, host: str, challenge: Challenge, scopes: tuple[Scope, ...], cred: Credential
-    ) -> tuple[str, float | None, str | None]:
+    ) -> tuple[str, float | None]:
         realm = self._check_realm(host, challenge.realm or "")
         ssl_opt = self._realm_ssl(host, realm)
         service = challenge.service
@@ -294,8 +292,9 @@ class Authenticator:
             raise AuthError(f"{host}: token server answer has no token", status=401)
         expires = doc.get("expires_in")
         expires_in = float(expires) if isinstance(expires, int | float) and expires > 0 else None
-        issued = doc.get("issued_at")
-        return token, expires_in, issued if isinstance(issued, str) else None
+        # ``issued_at`` is the server's wall clock: the cache times tokens by our
+        # own clock from the request instead, so clock skew cannot matter.
+        return token, expires_in
 
 
 def _pick(challenges: Sequence[Challenge]) -> Challenge | None:
@@ -305,7 +304,3 @@ def _pick(challenges: Sequence[Challenge]) -> Challenge | None:
             if c.scheme == scheme:
                 return c
     return None
-
-
-def _now() -> float:
-    return time.monotonic()

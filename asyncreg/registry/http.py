@@ -226,11 +226,10 @@ class Transport:
                     self.retries += 1
                     await anyio.sleep(delay)
             async with resp:
+                # Only the challenge matters here: any other answer (even an error)
+                # is left for the real request to report with its own context.
                 if resp.status == 401:
                     self.auth.learn(host, resp.headers.getall("WWW-Authenticate", []))
-                elif resp.status not in (200, 404):
-                    # 404: a registry that only serves some paths still works.
-                    pass
             state.pinged = True
 
     async def request(
