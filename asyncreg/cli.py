@@ -16,8 +16,9 @@ from typing import TypeVar
 import anyio
 import orjson
 
-from .client import Client, most_useful
+from .client import Client
 from .config import HostConfig, Limits
+from .engine.failures import most_useful
 from .engine.progress import Progress
 from .errors import AsyncregError
 from .options import CopyOptions, CopyResult

@@ -13,34 +13,27 @@ Use it as an async context manager so connections are closed::
 
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio
 
 from .auth.credentials import Credential, CredentialProvider, default_credentials
 from .config import HostConfig, Limits
-from .digest import Digest
 from .engine.copy import Copier, Job
+from .engine.failures import most_useful
 from .engine.limits import Slots
 from .engine.progress import Event, Progress
-from .errors import AsyncregError, ConfigError, CopyError, NotFoundError
+from .errors import AsyncregError
 from .options import CopyOptions, CopyResult
 from .platform import Platform
 from .reference import LayoutReference, Reference, parse_location
 from .registry.http import Transport
 from .registry.repo import RegistryRepo
 from .store import Repo
-
-if TYPE_CHECKING:
-    from .export.tarwriter import TarWriterRepo
 
 # The file stores (layout, tar reader and writer) are imported where they are
 # used: a registry-to-registry copy, the common case, does not pay for them.
@@ -210,37 +203,16 @@ class Client:
         complete.
         """
         from .export.tarwriter import TarWriterRepo
+        from .ops.exporting import export_images
 
-        writer: TarWriterRepo = TarWriterRepo(
+        writer = TarWriterRepo(
             dest,
             platform=Platform.parse(platform) if platform else None,
             compression=compression,
             memory_budget=self.limits.spool_memory,
         )
         job = self._job(progress, on_event)
-        opts = options or CopyOptions()
-        await writer.open()
-        try:
-            results: list[CopyResult] = []
-            async with anyio.create_task_group() as tg:
-
-                async def one(location: Location) -> None:
-                    ref = parse_location(location) if isinstance(location, str) else location
-                    tag = ref.tag or (str(ref.digest) if ref.digest else "latest")
-                    copier = Copier(job, self.repo(ref), writer, opts)
-                    name = writer.name(_image_name(ref, tag), tag)
-                    results.append(await copier.copy(ref.reference, name))
-
-                for location in refs:
-                    tg.start_soon(one, location)
-            await writer.commit()
-        except BaseExceptionGroup as group:
-            await writer.abort()
-            raise most_useful(group) from group
-        except BaseException:
-            await writer.abort()
-            raise
-        return results
+        return await export_images(job, self.repo, writer, refs, options or CopyOptions())
 
     async def import_(
         self,
@@ -266,47 +238,21 @@ class Client:
         before anything is tagged.
         """
         from .archive.reader import TarRepo
+        from .ops.importing import import_images, select_images, tar_source
 
         dst_ref = parse_location(dst) if isinstance(dst, str) else dst
         job = self._job(progress, on_event)
-        opts = options or CopyOptions()
-        async with _tar_source(src) as path, await TarRepo.open(path, compress=compress) as tar:
-            images = await tar.images()
-            todo: list[tuple[str | None, Digest]]
-            if name is not None:
-                desc = await tar.manifest_head(name)
-                if desc is None:
-                    names = ", ".join(n for n, _ in images if n) or "none"
-                    raise NotFoundError(f"{src}: no image named {name!r} (has: {names})")
-                todo = [(name, desc.digest)]
-            elif all_images:
-                todo = [(n, d.digest) for n, d in images if n is not None]
-            else:
-                distinct = {d.digest for _, d in images}
-                if len(distinct) != 1:
-                    names = ", ".join(n for n, _ in images if n) or "unnamed images"
-                    raise ConfigError(
-                        f"{src} holds {len(distinct)} images ({names}): choose one by name"
-                        " or import all of them"
-                    )
-                todo = [(images[0][0], images[0][1].digest)]
-            target = self.repo(dst_ref)
-            results: list[CopyResult] = []
-
-            async def one(image_name: str | None, digest: Digest) -> None:
-                tag = dst_ref.tag
-                if all_images or tag is None:
-                    tag = _tag_of(image_name) or tag or "latest"
-                copier = Copier(job, tar, target, opts)
-                results.append(await copier.copy(digest, tag))
-
-            try:
-                async with anyio.create_task_group() as tg:
-                    for image_name, digest in todo:
-                        tg.start_soon(one, image_name, digest)
-            except BaseExceptionGroup as group:
-                raise most_useful(group) from group
-        return results
+        async with tar_source(src) as path, await TarRepo.open(path, compress=compress) as tar:
+            todo = await select_images(tar, src, name=name, all_images=all_images)
+            return await import_images(
+                job,
+                tar,
+                self.repo(dst_ref),
+                todo,
+                tag=dst_ref.tag,
+                keep_names=all_images,
+                options=options or CopyOptions(),
+            )
 
     def _job(self, progress: Progress | None, on_event: Callable[[Event], None] | None) -> Job:
         job = Job(self._slots, progress or Progress())
@@ -326,63 +272,3 @@ class Client:
             dst_tag = src_ref.tag or ("latest" if src_ref.digest is None else None)
         copier = Copier(job, src_repo, dst_repo, options)
         return await copier.copy(src_reference, dst_tag)
-
-
-def _tag_of(name: str | None) -> str | None:
-    """The tag part of ``host/repo:tag`` (or of a bare tag)."""
-    if not name:
-        return None
-    last = name.rsplit("/", 1)[-1]
-    if "@" in last:
-        return None
-    return last.rsplit(":", 1)[1] if ":" in last else last
-
-
-@asynccontextmanager
-async def _tar_source(src: str | Path) -> AsyncIterator[Path]:
-    """The tar as a file: stdin is spooled to a temporary file once (it must be seekable)."""
-    if str(src) != "-":
-        yield Path(src)
-        return
-    tmp = await anyio.to_thread.run_sync(
-        lambda: tempfile.NamedTemporaryFile(prefix="asyncreg-stdin-", suffix=".tar")  # noqa: SIM115
-    )
-    try:
-
-        def spool() -> None:
-            shutil.copyfileobj(sys.stdin.buffer, tmp, 1024 * 1024)
-            tmp.flush()
-
-        await anyio.to_thread.run_sync(spool)
-        yield Path(tmp.name)
-    finally:
-        await anyio.to_thread.run_sync(tmp.close)
-
-
-def _image_name(ref: Reference | LayoutReference, tag: str) -> str:
-    if isinstance(ref, Reference):
-        base = f"{ref.registry}/{ref.repository}"
-    else:
-        base = Path(ref.path).name or "image"
-    return f"{base}@{tag}" if ":" in tag else f"{base}:{tag}"
-
-
-def most_useful(error: BaseException) -> BaseException:
-    """The first real failure inside (nested) exception groups, not a cancellation."""
-    leaves = list(_leaves(error))
-    for leaf in leaves:
-        if isinstance(leaf, AsyncregError):
-            return leaf
-    for leaf in leaves:
-        if isinstance(leaf, Exception) and not isinstance(leaf, anyio.get_cancelled_exc_class()):
-            return leaf
-    return CopyError("copy failed", [e for e in leaves if isinstance(e, Exception)])
-
-
-def _leaves(error: BaseException) -> Sequence[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        out: list[BaseException] = []
-        for inner in error.exceptions:
-            out.extend(_leaves(inner))
-        return out
-    return [error]

@@ -1,0 +1,37 @@
+"""Which error a failed job reports.
+
+anyio task groups raise (nested) exception groups: one real failure plus the
+cancellations it caused in its siblings. A caller wants the failure, typed,
+not a group and not a cancellation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+
+from ..errors import AsyncregError, CopyError
+
+__all__ = ["most_useful"]
+
+
+def most_useful(error: BaseException) -> BaseException:
+    """The first real failure inside (nested) exception groups, not a cancellation."""
+    leaves = list(_leaves(error))
+    for leaf in leaves:
+        if isinstance(leaf, AsyncregError):
+            return leaf
+    for leaf in leaves:
+        if isinstance(leaf, Exception) and not isinstance(leaf, anyio.get_cancelled_exc_class()):
+            return leaf
+    return CopyError("copy failed", [e for e in leaves if isinstance(e, Exception)])
+
+
+def _leaves(error: BaseException) -> Sequence[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for inner in error.exceptions:
+            out.extend(_leaves(inner))
+        return out
+    return [error]

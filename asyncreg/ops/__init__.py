@@ -1,0 +1,1 @@
+"""Operations built on the copy engine: export to a tar, import from one."""
