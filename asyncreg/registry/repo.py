@@ -31,7 +31,8 @@ from ..store import BlobSource, BlobStream
 from .blobstream import RegistryBlobStream
 from .http import Transport, read_limited
 from .paging import paged_list
-from .relay import StepAside, relay_blob
+from .rawhttp import StepAside
+from .relay import relay_blob
 from .upload import upload_blob
 
 __all__ = ["RegistryRepo"]
