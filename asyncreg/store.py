@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-from .digest import Digest
+from .digest import Digest, Verifier
 from .manifest import Descriptor, Manifest
 
-__all__ = ["BlobRelay", "BlobSource", "BlobStream", "Repo"]
+__all__ = ["BlobRelay", "BlobSource", "BlobStream", "DirectFetch", "DirectSource", "Repo"]
 
 
 class BlobStream(Protocol):
@@ -105,5 +105,32 @@ class BlobRelay(Protocol):
     async def relay_blob(
         self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
     ) -> bool:
-        """Move ``desc`` from ``source``; False (nothing uploaded) when not possible."""
+        """Move ``desc`` from ``source``.
+
+        False means nothing was written and the caller should stream the blob;
+        an exception is a failure of the transfer (no fallback).
+        """
+        ...
+
+
+class DirectFetch(Protocol):
+    """A blob opened for writing straight into a file (see `DirectSource`)."""
+
+    async def write_to(
+        self, fd: int, at: int, verifier: Verifier, on_bytes: Callable[[int], None]
+    ) -> None:
+        """Write the blob at offset ``at`` of ``fd``; ``verifier`` checks it on the way."""
+        ...
+
+    def close(self) -> None:
+        """Give the opened blob back unread."""
+        ...
+
+
+@runtime_checkable
+class DirectSource(Protocol):
+    """Optional ability: hand a blob's bytes to a file writer without a Python stream."""
+
+    async def open_direct(self, desc: Descriptor) -> DirectFetch | None:
+        """Open ``desc`` for `DirectFetch.write_to`, or None when only streaming works."""
         ...

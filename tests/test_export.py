@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from asyncreg import Client, Digest, Limits
-from asyncreg.errors import NotFoundError, RegistryError
+from asyncreg.errors import DigestMismatchError, NotFoundError, RegistryError
 from asyncreg.testkit.builder import ImageSpec
-from asyncreg.testkit.proxy import FaultProxy, Rule, Status
+from asyncreg.testkit.proxy import Corrupt, DropBodyAfter, FaultProxy, Rule, Status
 from asyncreg.testkit.registry import RegistryProcess
 from asyncreg.testkit.skopeo import skopeo_copy, skopeo_inspect_raw
 from asyncreg.testkit.validate import validate
@@ -112,3 +112,29 @@ async def test_compressed_export_spools_waiting_blobs_and_imports_back(
         checked = await validate(client.repo(f"{registry_b.host}/{repo_name}"), "back")
     assert str(result.digest) == built.digest
     assert len(checked.blobs) == len(built.blobs)
+
+
+async def test_export_resumes_a_broken_source_and_refuses_corrupt_bytes(
+    seeded: Seeder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    """Blobs go from the socket into the tar in worker threads; faults still surface."""
+    built, src = seeded(ImageSpec(layers=2, layer_size=600 * 1024))
+    first, second = built.layers
+    out = tmp_path / "out"
+    out.mkdir()
+    async with FaultProxy(registry.url) as proxy:
+        via = src.replace(registry.host, proxy.host)
+        proxy.add_rule(Rule(DropBodyAfter(200_000), method="GET", path=first.hex, times=1))
+        async with Client() as client:
+            await client.export([via], out / "ok.tar")
+        gets = [r for r in proxy.requests if r.method == "GET" and first.hex in r.path]
+        assert [r.headers.get("Range") for r in gets] == [None, "bytes=200000-"]
+        with tarfile.open(out / "ok.tar") as tar:
+            member = tar.extractfile(f"blobs/sha256/{first.hex}")
+            assert member is not None
+            assert str(Digest.of(member.read())) == first.digest
+        proxy.add_rule(Rule(Corrupt(12345), method="GET", path=second.hex))
+        async with Client() as client:
+            with pytest.raises(DigestMismatchError):
+                await client.export([via], out / "bad.tar")
+    assert sorted(p.name for p in out.iterdir()) == ["ok.tar"]

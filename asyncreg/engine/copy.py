@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from ..digest import Digest
-from ..errors import LoopError, NotFoundError, TransportError
+from ..errors import LoopError, NotFoundError
 from ..manifest import Descriptor, Manifest, build_index
 from ..options import CopyOptions, CopyResult
 from ..platform import Platform
@@ -384,10 +384,8 @@ class Copier:
             async with self.job.slots.hold(self.src.host, self.dst.host):
                 relayed = False
                 if isinstance(self.dst, BlobRelay):
-                    try:
-                        relayed = await self.dst.relay_blob(desc, self.src, on_bytes)
-                    except TransportError:
-                        opens = 1  # the streaming path below counts as a retry
+                    # False means nothing was written: stream it instead.
+                    relayed = await self.dst.relay_blob(desc, self.src, on_bytes)
                 if not relayed:
                     await self.dst.blob_put(desc, source)
         except BaseException as exc:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import BinaryIO, Protocol
 
 import anyio
@@ -98,6 +98,22 @@ class PositionalOutput:
         await anyio.to_thread.run_sync(os.pwrite, fd, header, at)
         if pad:
             await anyio.to_thread.run_sync(os.pwrite, fd, pad, at + len(header) + size)
+
+    async def fill(
+        self,
+        name: str,
+        size: int,
+        writer: Callable[[int, int, Verifier], Awaitable[None]],
+        verifier: Verifier,
+    ) -> None:
+        """Reserve the entry and let ``writer(fd, offset, verifier)`` write its bytes."""
+        header = file_header(name, size)
+        pad = padding(size)
+        at = self._reserve(len(header) + size + len(pad))
+        await writer(self._fd, at + len(header), verifier)
+        await anyio.to_thread.run_sync(os.pwrite, self._fd, header, at)
+        if pad:
+            await anyio.to_thread.run_sync(os.pwrite, self._fd, pad, at + len(header) + size)
 
     async def finish(self) -> None:
         """Append the end-of-archive blocks."""

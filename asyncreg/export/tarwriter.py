@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -30,7 +30,7 @@ from ..digest import Digest, Verifier
 from ..errors import ConfigError, NotFoundError
 from ..manifest import Descriptor, Manifest
 from ..platform import Platform
-from ..store import BlobSource, BlobStream
+from ..store import BlobSource, BlobStream, DirectSource
 from .dockerjson import ExportedImage, blob_name, build_docker_manifest, build_oci_index
 from .outputs import Output, PositionalOutput, SequentialOutput, dirs
 
@@ -197,6 +197,40 @@ class TarWriterRepo:
             await self._blob_entry(desc, stream)
         finally:
             await stream.aclose()
+
+    async def relay_blob(
+        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+    ) -> bool:
+        """Let a source that can (a plain-HTTP registry) write the blob into its extent.
+
+        The source receives, hashes and writes in a worker thread; False
+        (nothing reserved, nothing written) when the output is a stream or the
+        source can only stream.
+        """
+        if not isinstance(self._out, PositionalOutput) or not isinstance(source, DirectSource):
+            return False
+        if desc.digest in self._claimed:
+            return True
+        fetch = await source.open_direct(desc)
+        if fetch is None:
+            return False
+        if desc.digest in self._claimed:  # another task wrote it meanwhile
+            fetch.close()
+            return True
+        self._claimed.add(desc.digest)
+        verifier = Verifier(desc.digest, desc.size, what=f"blob {desc.digest}")
+        try:
+            await self._out.fill(
+                blob_name(desc.digest),
+                desc.size,
+                lambda fd, at, v: fetch.write_to(fd, at, v, on_bytes),
+                verifier,
+            )
+        except BaseException:
+            self._claimed.discard(desc.digest)
+            raise
+        self._written[desc.digest] = desc.size
+        return True
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
         """Tars do not mount."""

@@ -23,12 +23,19 @@ import anyio
 from .. import mediatypes as mt
 from ..auth.scope import Scope
 from ..digest import Digest
-from ..errors import DigestMismatchError, ManifestError, NotFoundError, RegistryError
+from ..errors import (
+    DigestMismatchError,
+    ManifestError,
+    NotFoundError,
+    RegistryError,
+    TransportError,
+)
 from ..manifest import Descriptor, Manifest
 from ..reference import Reference
 from ..referrers import fallback_add, fallback_list
 from ..store import BlobSource, BlobStream
 from .blobstream import RegistryBlobStream
+from .fetch import DirectFetch, open_direct
 from .http import Transport, read_limited
 from .paging import paged_list
 from .rawhttp import StepAside
@@ -264,7 +271,15 @@ class RegistryRepo:
             await relay_blob(self, source, desc, on_bytes)
         except StepAside:
             return False
+        except TransportError:
+            # The relay cancelled its upload session: nothing is half-written, and
+            # the streaming path (with its own retries) can take over.
+            return False
         return True
+
+    async def open_direct(self, desc: Descriptor) -> DirectFetch | None:
+        """Open the blob for a file writer's worker thread (plain HTTP only), or None."""
+        return await open_direct(self, desc)
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
         """Cross-repository mount from another repository of the same registry."""
