@@ -118,3 +118,23 @@ async def test_blob_with_wrong_bytes_never_gets_its_name(tmp_path: Path) -> None
         await repo.blob_put(desc, source)  # type: ignore[arg-type]
     assert await repo.blob_head(desc.digest) is None
     assert list((tmp_path / "layout" / "blobs" / "sha256").iterdir()) == []
+
+
+async def test_corrupt_source_leaves_no_blob_in_the_layout(
+    seeded: Seeder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    """Registry to layout writes blob files from worker threads; a bad byte names nothing."""
+    from asyncreg.testkit.proxy import Corrupt, FaultProxy, Rule
+
+    built, src = seeded(SMALL)
+    layer = built.layers[0]
+    out = tmp_path / "out"
+    async with FaultProxy(registry.url) as proxy:
+        proxy.add_rule(Rule(Corrupt(777), method="GET", path=layer.hex))
+        async with Client() as client:
+            with pytest.raises(DigestMismatchError):
+                await client.copy(src.replace(registry.host, proxy.host), f"ocidir://{out}:v1")
+            assert await client.repo(f"ocidir://{out}").manifest_head("v1") is None
+    blobs = out / "blobs" / "sha256"
+    assert not (blobs / layer.hex).exists()
+    assert not [p for p in blobs.iterdir() if p.name.startswith(".tmp-")]

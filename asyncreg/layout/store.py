@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiofiles
@@ -26,7 +26,7 @@ from ..digest import Digest, Verifier
 from ..errors import ArchiveError, ManifestError, NotFoundError, SizeMismatchError
 from ..manifest import Descriptor, Manifest
 from ..referrers import fallback_add, fallback_list
-from ..store import BlobSource
+from ..store import BlobSource, DirectSource
 from .indexfile import REF_NAME, entry_name, read_index, update_index
 
 __all__ = ["LayoutRepo"]
@@ -194,20 +194,61 @@ class LayoutRepo:
     async def _write_stream(
         self, final: Path, desc: Descriptor, chunks: AsyncIterable[bytes]
     ) -> None:
-        await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
-        verifier = Verifier(desc.digest, desc.size, what=f"blob {desc.digest}")
-        try:
+        async def write(tmp: Path, verifier: Verifier) -> None:
             async with aiofiles.open(tmp, "wb") as f:
                 async for chunk in chunks:
                     verifier.update(chunk)
                     await f.write(chunk)
+
+        await self._atomic(final, desc, write)
+
+    async def _atomic(
+        self,
+        final: Path,
+        desc: Descriptor,
+        write: Callable[[Path, Verifier], Awaitable[None]],
+    ) -> None:
+        """Write to a temporary name in the blob's directory; rename once verified."""
+        await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
+        verifier = Verifier(desc.digest, desc.size, what=f"blob {desc.digest}")
+        try:
+            await write(tmp, verifier)
             verifier.finish()
             await anyio.to_thread.run_sync(os.replace, tmp, final)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.Path(tmp).unlink(missing_ok=True)
             raise
+
+    async def relay_blob(
+        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+    ) -> bool:
+        """Let a source that can (a plain-HTTP registry) write the blob file directly.
+
+        It receives, hashes and writes in a worker thread; the file still gets
+        its digest name only once verified. False when the source can only stream.
+        """
+        if not isinstance(source, DirectSource):
+            return False
+        final = self.blob_path(desc.digest)
+        if await anyio.Path(final).is_file():
+            return True
+        fetch = await source.open_direct(desc)
+        if fetch is None:
+            return False
+
+        async def write(tmp: Path, verifier: Verifier) -> None:
+            fd = await anyio.to_thread.run_sync(
+                lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            )
+            try:
+                await fetch.write_to(fd, 0, verifier, on_bytes)
+            finally:
+                await anyio.to_thread.run_sync(os.close, fd)
+
+        await self._atomic(final, desc, write)
+        return True
 
     async def _write_bytes(self, digest: Digest, data: bytes) -> None:
         final = self.blob_path(digest)
