@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
     common(im)
 
+    mi = sub.add_parser("mirror", help="mirror the repositories a TOML file lists")
+    mi.add_argument("config", metavar="CONFIG.toml")
+    mi.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
+    mi.add_argument("--progress", choices=("auto", "tty", "plain", "none"), default="auto")
+
     tg = sub.add_parser("tags", help="list the tags of a repository")
     tg.add_argument("repo")
     common(tg)
@@ -143,7 +148,9 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 async def _with_progress(
-    args: argparse.Namespace, job: Callable[[Client, Progress], Awaitable[T]]
+    args: argparse.Namespace,
+    job: Callable[[Client, Progress], Awaitable[T]],
+    client: Client | None = None,
 ) -> T:
     """Run ``job`` with a client, showing progress on stderr as ``--progress`` asks."""
     progress = Progress()
@@ -155,11 +162,11 @@ async def _with_progress(
         view = TerminalView(progress)
     elif mode == "plain":
         progress.subscribe(PlainView())
-    async with _client(args) as client, anyio.create_task_group() as tg:
+    async with client or _client(args) as ready, anyio.create_task_group() as tg:
         if view is not None:
             tg.start_soon(view.run)
         try:
-            result = await job(client, progress)
+            result = await job(ready, progress)
         finally:
             tg.cancel_scope.cancel()
             if view is not None:
@@ -199,6 +206,32 @@ async def _import(args: argparse.Namespace) -> int:
     for result in results:
         _print_result(result, as_json=args.json)
     return 0
+
+
+async def _mirror(args: argparse.Namespace) -> int:
+    from .ops.mirror import load_config, report, run_mirror
+
+    config = load_config(args.config)
+    outcomes = await _with_progress(
+        args,
+        lambda client, progress: run_mirror(client, config, progress=progress),
+        Client(limits=config.limits, hosts=config.hosts),
+    )
+    doc = report(outcomes)
+    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    if args.report:
+        await anyio.Path(args.report).write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    for item in doc["items"]:
+        if item["status"] == "failed":
+            print(f"failed: {item['source']} -> {item['target']}: {item['error']}", file=sys.stderr)
+    print(
+        f"mirror: {doc['copied']} copied, {doc['up_to_date']} up to date, {doc['failed']} failed,"
+        f" {doc['bytes_moved']} bytes moved",
+        file=sys.stderr,
+    )
+    return 1 if doc["failed"] else 0
 
 
 async def _copy(args: argparse.Namespace) -> int:
@@ -274,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "copy": _copy,
         "export": _export,
         "import": _import,
+        "mirror": _mirror,
         "tags": _tags,
         "catalog": _catalog,
         "manifest": _manifest,

@@ -147,7 +147,7 @@ class Client:
 
     async def copy_many(
         self,
-        pairs: Iterable[tuple[Location, Location]],
+        pairs: Iterable[tuple[Location, Location] | tuple[Location, Location, CopyOptions]],
         options: CopyOptions | None = None,
         *,
         keep_going: bool = False,
@@ -156,15 +156,17 @@ class Client:
     ) -> list[CopyOutcome]:
         """Copy many images as one job sharing limits and single-flight tables.
 
-        Fail-fast (default) cancels everything at the first failure and raises
-        it; ``keep_going`` finishes every other copy and reports each outcome.
+        A pair may carry its own `CopyOptions` as a third element; the others
+        use ``options``. Fail-fast (default) cancels everything at the first
+        failure and raises it; ``keep_going`` finishes every other copy and
+        reports each outcome, in the order given.
         """
         job = self._job(progress, on_event)
-        opts = options or CopyOptions()
-        items = list(pairs)
+        default = options or CopyOptions()
+        items = [(p[0], p[1], p[2] if len(p) == 3 else default) for p in pairs]
         outcomes: list[CopyOutcome | None] = [None] * len(items)
 
-        async def one(i: int, src: Location, dst: Location) -> None:
+        async def one(i: int, src: Location, dst: Location, opts: CopyOptions) -> None:
             try:
                 result = await self._copy_one(job, src, dst, opts)
             except (AsyncregError, BaseExceptionGroup, OSError) as exc:
@@ -177,8 +179,8 @@ class Client:
 
         try:
             async with anyio.create_task_group() as tg:
-                for i, (src, dst) in enumerate(items):
-                    tg.start_soon(one, i, src, dst)
+                for i, (src, dst, opts) in enumerate(items):
+                    tg.start_soon(one, i, src, dst, opts)
         except BaseExceptionGroup as group:
             raise most_useful(group) from group
         return [o for o in outcomes if o is not None]
