@@ -19,7 +19,15 @@ from typing import Protocol, runtime_checkable
 from .digest import Digest, Verifier
 from .manifest import Descriptor, Manifest
 
-__all__ = ["BlobRelay", "BlobSource", "BlobStream", "DirectFetch", "DirectSource", "Repo"]
+__all__ = [
+    "BlobRelay",
+    "BlobSource",
+    "BlobStream",
+    "DirectFetch",
+    "DirectSource",
+    "FileBlobSource",
+    "Repo",
+]
 
 
 class BlobStream(Protocol):
@@ -133,4 +141,13 @@ class DirectSource(Protocol):
 
     async def open_direct(self, desc: Descriptor) -> DirectFetch | None:
         """Open ``desc`` for `DirectFetch.write_to`, or None when only streaming works."""
+        ...
+
+
+@runtime_checkable
+class FileBlobSource(Protocol):
+    """Optional ability: say where a blob's bytes lie in a local file (layouts, tars)."""
+
+    async def blob_file(self, desc: Descriptor) -> tuple[str, int] | None:
+        """``(path, offset)`` of the blob's ``desc.size`` bytes, or None."""
         ...

@@ -105,3 +105,39 @@ async def test_hostile_tar_tags_nothing(
         with pytest.raises(HostilePathError, match="escape"):
             await client.import_(tar, f"{registry.host}/{repo_name}:ok")
         assert await client.repo(f"{registry.host}/{repo_name}").manifest_head("ok") is None
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+async def test_import_of_a_lying_blob_tags_nothing(
+    tmp_path: Path,
+    builder: ImageBuilder,
+    registry: RegistryProcess,
+    repo_name: str,
+    zero_copy: bool,
+) -> None:
+    """A blob whose bytes do not match its name is refused, whichever path sends it."""
+    import tarfile
+
+    from asyncreg import Limits
+    from asyncreg.errors import DigestMismatchError
+    from asyncreg.testkit.proxy import FaultProxy
+
+    built = builder.image("ok", ImageSpec(layers=1, layer_size=256 * 1024))
+    layer = builder.root / "blobs" / "sha256" / built.layers[0].hex
+    data = bytearray(layer.read_bytes())
+    data[-100] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    tar = tmp_path / "lying.tar"
+    with tarfile.open(tar, "w") as out:
+        out.add(builder.root, arcname=".")
+    async with FaultProxy(registry.url) as proxy:
+        async with Client(limits=Limits(zero_copy=zero_copy)) as client:
+            with pytest.raises(DigestMismatchError):
+                await client.import_(tar, f"{proxy.host}/{repo_name}:ok")
+            assert await client.repo(f"{registry.host}/{repo_name}").manifest_head("ok") is None
+        sent_raw = [
+            r
+            for r in proxy.requests
+            if r.method == "PUT" and r.headers.get("Connection") == "close"
+        ]
+        assert bool(sent_raw) == zero_copy  # sendfile from the tar, or a Python stream

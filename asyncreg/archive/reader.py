@@ -55,7 +55,7 @@ from ..manifest import DEFAULT_MAX_SIZE, Descriptor, Manifest
 from ..reference import Reference
 from ..store import BlobSource, BlobStream, Repo
 from .dockersave import DockerSave, SavedImage
-from .tarindex import TarEntry, TarIndex, absolute, index_tar
+from .tarindex import FileRange, TarEntry, TarIndex, absolute, index_tar
 
 __all__ = ["CONTAINERD_NAME", "REF_NAME", "TarRepo"]
 
@@ -508,9 +508,15 @@ class TarRepo:
 
     async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
         """A chunked stream of the blob: size always checked, digest too with ``verify``."""
-        await self._ready()
+        path, offset = await self.blob_file(desc)
         what = f"{self._key}: blob {desc.digest}"
         verifier = Verifier(desc.digest, desc.size, what=what) if verify else None
+        return FileRange(Path(path), offset, desc.size, verifier=verifier, what=what)
+
+    async def blob_file(self, desc: Descriptor) -> tuple[str, int]:
+        """Where the blob's bytes are: the (decompressed) archive, or a packed layer file."""
+        await self._ready()
+        what = f"{self._key}: blob {desc.digest}"
         if self._docker is not None:
             blob = self._docker.blob(desc.digest)
             if blob is None:
@@ -519,13 +525,15 @@ class TarRepo:
             if blob is None:
                 raise NotFoundError(f"{what}: not in the archive", status=404)
             _check_size(what, blob.size, desc.size)
-            return blob.open(verifier=verifier, what=what)
+            return str(blob.path), blob.offset
         entry = self._blobs.get(desc.digest)
         if entry is None:
             raise NotFoundError(f"{what}: not in the archive", status=404)
         _check_size(what, entry.size, desc.size)
+        if entry.kind != "file":
+            raise ArchiveError(f"{what}: tar entry {entry.name!r} is not a file")
         assert self._index is not None
-        return self._index.open_range(entry, verifier=verifier, what=what)
+        return str(self._index.path), entry.offset
 
     # --- writes: refused ----------------------------------------------------------------------
 

@@ -261,6 +261,20 @@ class LayoutRepo:
 
         await self._write_stream(final, desc, one())
 
+    async def blob_file(self, desc: Descriptor) -> tuple[str, int] | None:
+        """The blob file, for a target that can send it without reading it (``sendfile``)."""
+        path = self.blob_path(desc.digest)
+        size = await self.blob_head(desc.digest)
+        if size is None:
+            raise NotFoundError(f"{self.key}: blob {desc.digest} not found", status=404)
+        if size != desc.size:
+            raise SizeMismatchError(
+                f"{path}: {size} bytes, the descriptor says {desc.size}",
+                expected=desc.size,
+                actual=size,
+            )
+        return str(path), 0
+
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
         """Layouts do not mount."""
         del desc, source

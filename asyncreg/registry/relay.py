@@ -22,9 +22,10 @@ fewer than the declared size.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
@@ -51,11 +52,12 @@ from .rawhttp import (
 if TYPE_CHECKING:
     from .repo import RegistryRepo
 
-__all__ = ["SPLICE_AVAILABLE", "relay_blob"]
+__all__ = ["SPLICE_AVAILABLE", "relay_blob", "send_file_blob"]
 
 SPLICE_AVAILABLE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
 _PIPE_SIZE = 1024 * 1024
 _F_SETPIPE_SZ = 1031
+_SENDFILE_STEP = 8 * 1024 * 1024
 
 
 async def relay_blob(
@@ -64,16 +66,11 @@ async def relay_blob(
     """Move ``desc`` from ``src`` to ``dst`` with ``splice``; raise `StepAside` to decline."""
     t = dst.transport
     stall = t.limits.timeouts.read_stall
-    if not (SPLICE_AVAILABLE and t.plain_http(dst.host) and src.transport.plain_http(src.host)):
-        raise StepAside("not two plain-HTTP registries on Linux")
-    if dst.chunked_uploads or desc.size == 0:
-        raise StepAside("chunked upload or empty blob")
+    if not (SPLICE_AVAILABLE and src.transport.plain_http(src.host)):
+        raise StepAside("not a plain-HTTP source on Linux")
+    _check_target(dst, desc)
     source = RawBlobSource(src, desc, stall)
     await source.open(0)  # may step aside: nothing was uploaded yet
-    from .upload import Upload
-
-    upload: Upload | None = None
-    sink: socket.socket | None = None
     pipe_r, pipe_w = os.pipe()
     try:
         try:
@@ -82,9 +79,79 @@ async def relay_blob(
             fcntl.fcntl(pipe_w, _F_SETPIPE_SZ, _PIPE_SIZE)
         except OSError:
             pass
-        upload = await Upload.start(dst, desc)
-        base = t.base_url(dst.host)
-        if _origin(upload.location) != _origin(base):
+
+        async def body(sink: socket.socket, what: str) -> None:
+            await _pump(source, sink, pipe_r, pipe_w, desc.size, on_bytes, stall, src, what)
+
+        await _raw_put(dst, desc, body)
+    finally:
+        source.close()
+        os.close(pipe_r)
+        os.close(pipe_w)
+
+
+async def send_file_blob(
+    dst: RegistryRepo, path: str, offset: int, desc: Descriptor, on_bytes: Callable[[int], None]
+) -> None:
+    """Upload ``desc`` from bytes ``offset..offset+size`` of a file with ``sendfile``.
+
+    For blobs that already sit in a file (an OCI layout, a tar being
+    imported): the kernel sends them from the page cache, no copy through
+    Python. The target registry verifies the digest.
+    """
+    _check_target(dst, desc)
+    loop = asyncio.get_running_loop()
+    f = await anyio.to_thread.run_sync(lambda: open(path, "rb"))  # noqa: SIM115
+    try:
+
+        async def body(sink: socket.socket, what: str) -> None:
+            sent = 0
+            while sent < desc.size:
+                step = min(_SENDFILE_STEP, desc.size - sent)
+                try:
+                    n = await loop.sock_sendfile(sink, f, offset + sent, step, fallback=True)
+                except OSError as exc:
+                    raise TransportError(f"{what}: send failed: {exc}") from exc
+                if n != step:
+                    raise SizeMismatchError(
+                        f"{what}: the file ended after {sent + n} of {desc.size} bytes",
+                        expected=desc.size,
+                        actual=sent + n,
+                    )
+                sent += n
+                on_bytes(n)
+
+        await _raw_put(dst, desc, body)
+    finally:
+        await anyio.to_thread.run_sync(f.close)
+
+
+def _check_target(dst: RegistryRepo, desc: Descriptor) -> None:
+    if not dst.transport.plain_http(dst.host):
+        raise StepAside("TLS target")
+    if dst.chunked_uploads or desc.size == 0:
+        raise StepAside("chunked upload or empty blob")
+
+
+async def _raw_put(
+    dst: RegistryRepo,
+    desc: Descriptor,
+    body: Callable[[socket.socket, str], Awaitable[None]],
+) -> None:
+    """POST an upload session, then one raw ``PUT`` whose body ``body`` sends.
+
+    The session is cancelled (DELETE) unless the registry accepted the blob.
+    A refused digest becomes `DigestMismatchError`.
+    """
+    from .upload import Upload
+
+    t = dst.transport
+    stall = t.limits.timeouts.read_stall
+    upload: Upload | None = await Upload.start(dst, desc)
+    sink: socket.socket | None = None
+    try:
+        assert upload is not None
+        if _origin(upload.location) != _origin(t.base_url(dst.host)):
             raise StepAside("upload location on another origin")
         sep = "&" if "?" in upload.location else "?"
         url = upload.location + sep + urlencode({"digest": str(desc.digest)})
@@ -95,14 +162,14 @@ async def relay_blob(
         auth = await t.auth.header(dst.host, dst.push_scopes)
         if auth:
             headers["Authorization"] = auth
-        what = f"relay upload {desc.digest} to {dst.name}"
+        what = f"upload {desc.digest} to {dst.name}"
         sink = await connect(dst.host, stall, what)
         await send_all(sink, request_bytes("PUT", url, dst.host, headers), stall, what)
-        await _pump(source, sink, pipe_r, pipe_w, desc.size, on_bytes, stall, src, what)
+        await body(sink, what)
         head = await read_head(sink, stall, what)
         if head.status not in (201, 204):
-            body = await read_small_body(sink, head, stall, what)
-            err = error_from_answer(head.status, head.headers, body, method="PUT", url=url)
+            answer = await read_small_body(sink, head, stall, what)
+            err = error_from_answer(head.status, head.headers, answer, method="PUT", url=url)
             if "DIGEST_INVALID" in err.codes or "SIZE_INVALID" in err.codes:
                 raise DigestMismatchError(
                     f"{dst.name}: the registry refused {desc.digest}: the bytes sent do not"
@@ -110,13 +177,10 @@ async def relay_blob(
                     expected=str(desc.digest),
                 ) from err
             raise err
-        upload = None  # done: nothing to cancel
+        upload = None  # accepted: nothing to cancel
     finally:
-        source.close()
         if sink is not None:
             sink.close()
-        os.close(pipe_r)
-        os.close(pipe_w)
         if upload is not None:
             with anyio.CancelScope(shield=True):
                 await upload.cancel()

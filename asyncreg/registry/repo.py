@@ -33,13 +33,13 @@ from ..errors import (
 from ..manifest import Descriptor, Manifest
 from ..reference import Reference
 from ..referrers import fallback_add, fallback_list
-from ..store import BlobSource, BlobStream
+from ..store import BlobSource, BlobStream, FileBlobSource
 from .blobstream import RegistryBlobStream
 from .fetch import DirectFetch, open_direct
 from .http import Transport, read_limited
 from .paging import paged_list
 from .rawhttp import StepAside
-from .relay import relay_blob
+from .relay import relay_blob, send_file_blob
 from .upload import upload_blob
 
 __all__ = ["RegistryRepo"]
@@ -260,20 +260,29 @@ class RegistryRepo:
     async def relay_blob(
         self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
     ) -> bool:
-        """Move the blob from ``source`` in the kernel (``splice``) when both are plain HTTP.
+        """Move the blob without passing it through Python, when the target is plain HTTP.
 
-        Returns False, having uploaded nothing, when the relay cannot do the
-        transfer exactly (see `relay`); the caller then streams it.
+        From another plain-HTTP registry with ``splice``, from a file (a layout
+        or tar) with ``sendfile`` (see `relay`). False, having uploaded
+        nothing, when that cannot be done exactly; the caller then streams it.
         """
-        if not isinstance(source, RegistryRepo) or not self.transport.limits.zero_copy:
+        if not self.transport.limits.zero_copy:
             return False
         try:
-            await relay_blob(self, source, desc, on_bytes)
+            if isinstance(source, RegistryRepo):
+                await relay_blob(self, source, desc, on_bytes)
+            elif isinstance(source, FileBlobSource):
+                where = await source.blob_file(desc)
+                if where is None:
+                    return False
+                await send_file_blob(self, where[0], where[1], desc, on_bytes)
+            else:
+                return False
         except StepAside:
             return False
         except TransportError:
-            # The relay cancelled its upload session: nothing is half-written, and
-            # the streaming path (with its own retries) can take over.
+            # The upload session was cancelled: nothing is half-written, and the
+            # streaming path (with its own retries) can take over.
             return False
         return True
 
