@@ -300,3 +300,26 @@ async def test_copy_many_keep_going_reports_each(
     mounted = sum(o.result.blobs_mounted for o in outcomes if o.result)
     assert moved == len(built.blobs)  # moved once, then mounted into the second repo
     assert mounted == len(built.blobs)
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+async def test_fail_fast_cancels_open_upload_sessions(
+    seeded: Seeder, registry_b: RegistryProcess, repo_name: str, zero_copy: bool
+) -> None:
+    """One blob fails for good: uploads in flight are cancelled and their sessions DELETEd."""
+    from asyncreg import Limits
+    from asyncreg.testkit.proxy import Delay, Throttle
+
+    _, src = seeded(ImageSpec(layers=2, layer_size=1024 * 1024, labels={"case": str(zero_copy)}))
+    async with FaultProxy(registry_b.url) as proxy:
+        proxy.add_rule(Rule(Throttle(256 * 1024), method="PUT", path="/blobs/uploads/"))
+        # The third upload fails for good a second later, while the other two are sending.
+        proxy.add_rule(Rule(Delay(1.0), method="POST", path="/blobs/uploads/", after=2))
+        proxy.add_rule(Rule(Status(400), method="POST", path="/blobs/uploads/", after=2))
+        async with Client(limits=Limits(zero_copy=zero_copy)) as client:
+            with pytest.raises(RegistryError):
+                await client.copy(src, f"{proxy.host}/{repo_name}:v1")
+        started = proxy.count("POST", "/blobs/uploads/")
+        deleted = proxy.count("DELETE", "/blobs/uploads/")
+    assert started == 3
+    assert deleted >= 1, "an upload that was in flight was left open"
