@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import anyio
@@ -47,9 +47,9 @@ class Event:
     error: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Statistics:
-    """A snapshot of a job's counters."""
+    """A snapshot of a job's counters (`Progress.statistics` hands out copies)."""
 
     bytes_moved: int = 0
     blobs_moved: int = 0
@@ -64,21 +64,6 @@ class Statistics:
     elapsed: float = 0.0
 
 
-@dataclass
-class _Counters:
-    bytes_moved: int = 0
-    blobs_moved: int = 0
-    blobs_skipped: int = 0
-    blobs_mounted: int = 0
-    manifests_pushed: int = 0
-    manifests_skipped: int = 0
-    retries: int = 0
-    failures: int = 0
-    in_flight: int = 0
-    bytes_expected: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
 Listener = Callable[[Event], None]
 
 
@@ -86,7 +71,8 @@ class Progress:
     """Collects events of one job and fans them out to listeners."""
 
     def __init__(self) -> None:
-        self._c = _Counters()
+        self._c = Statistics()
+        self._started = time.monotonic()
         self._listeners: list[Listener] = []
         self._streams: list[MemoryObjectSendStream[Event]] = []
 
@@ -149,10 +135,7 @@ class Progress:
 
     def statistics(self) -> Statistics:
         """A consistent snapshot of the counters."""
-        counts = {
-            f.name: getattr(self._c, f.name) for f in fields(Statistics) if f.name != "elapsed"
-        }
-        return Statistics(**counts, elapsed=time.monotonic() - self._c.started)
+        return replace(self._c, elapsed=time.monotonic() - self._started)
 
     def rate(self) -> float:
         """Average bytes per second so far."""
