@@ -323,3 +323,25 @@ async def test_fail_fast_cancels_open_upload_sessions(
         deleted = proxy.count("DELETE", "/blobs/uploads/")
     assert started == 3
     assert deleted >= 1, "an upload that was in flight was left open"
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+async def test_cancelled_while_opening_uploads_still_deletes_them(
+    seeded: Seeder, registry_b: RegistryProcess, repo_name: str, zero_copy: bool
+) -> None:
+    """Upload sessions whose POST was in flight at the failure are DELETEd too."""
+    from asyncreg import Limits
+    from asyncreg.testkit.proxy import Delay
+
+    _, src = seeded(
+        ImageSpec(layers=2, layer_size=256 * 1024, labels={"case": f"posts-{zero_copy}"})
+    )
+    async with FaultProxy(registry_b.url) as proxy:
+        # Two POSTs are slow to answer; the third fails for good at once.
+        proxy.add_rule(Rule(Delay(1.0), method="POST", path="/blobs/uploads/", times=2))
+        proxy.add_rule(Rule(Status(400), method="POST", path="/blobs/uploads/", after=2))
+        async with Client(limits=Limits(zero_copy=zero_copy)) as client:
+            with pytest.raises(RegistryError):
+                await client.copy(src, f"{proxy.host}/{repo_name}:v1")
+        assert proxy.count("POST", "/blobs/uploads/") == 3
+        assert proxy.count("DELETE", "/blobs/uploads/") == 2

@@ -42,20 +42,26 @@ class Upload:
 
     @classmethod
     async def start(cls, repo: RegistryRepo, desc: Descriptor) -> Upload:
-        """``POST`` a new upload session and remember its ``Location``."""
-        resp = await repo.transport.request(
-            "POST",
-            repo.host,
-            f"/v2/{repo.name}/blobs/uploads/",
-            scopes=repo.push_scopes,
-            headers={"Content-Length": "0"},
-            data=b"",
-            ok=(202,),
-            what=f"start upload of {desc.digest} to {repo.name}",
-        )
-        async with resp:
-            location = _location(resp.headers.get("Location"), resp.url.human_repr())
-            min_chunk = _int(resp.headers.get("OCI-Chunk-Min-Length"))
+        """``POST`` a new upload session and remember its ``Location``.
+
+        The POST is shielded from cancellation: a job cancelled while it is in
+        flight still learns the session's location, so the caller's cleanup
+        can DELETE it instead of leaving it open on the registry.
+        """
+        with anyio.CancelScope(shield=True):
+            resp = await repo.transport.request(
+                "POST",
+                repo.host,
+                f"/v2/{repo.name}/blobs/uploads/",
+                scopes=repo.push_scopes,
+                headers={"Content-Length": "0"},
+                data=b"",
+                ok=(202,),
+                what=f"start upload of {desc.digest} to {repo.name}",
+            )
+            async with resp:
+                location = _location(resp.headers.get("Location"), resp.url.human_repr())
+                min_chunk = _int(resp.headers.get("OCI-Chunk-Min-Length"))
         return cls(repo, desc, location, min_chunk)
 
     def _url(self, **params: str) -> str:
@@ -151,8 +157,9 @@ async def upload_blob(repo: RegistryRepo, desc: Descriptor, source: BlobSource) 
     last: AsyncregError | None = None
     for _ in range(attempts):
         upload = await Upload.start(repo, desc)
-        stream = await source()
+        stream: BlobStream | None = None
         try:
+            stream = await source()
             if chunked:
                 await upload.put_chunked(stream, repo.transport.limits.upload_chunk_size)
             else:
@@ -182,8 +189,9 @@ async def upload_blob(repo: RegistryRepo, desc: Descriptor, source: BlobSource) 
                 await upload.cancel()
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
+            if stream is not None:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
     assert last is not None
     raise last
 
