@@ -376,7 +376,11 @@ class Copier:
             inner = await self.src.blob_open(desc, verify=verify)
             return _CountingStream(inner, self._emit, digest, target)
 
+        relayed_bytes = 0
+
         def on_bytes(n: int) -> None:
+            nonlocal relayed_bytes
+            relayed_bytes += n
             self._emit(Event(EventKind.BYTES, "blob", digest, target, amount=n))
 
         self._emit(Event(EventKind.STARTED, "blob", digest, target, size=desc.size))
@@ -386,6 +390,12 @@ class Copier:
                 if isinstance(self.dst, BlobRelay):
                     # False means nothing was written: stream it instead.
                     relayed = await self.dst.relay_blob(desc, self.src, on_bytes)
+                    if not relayed and relayed_bytes:
+                        # A relay that broke off and stepped aside: take its bytes back
+                        # out of the counters, the streaming path sends them all again.
+                        self._emit(
+                            Event(EventKind.BYTES, "blob", digest, target, amount=-relayed_bytes)
+                        )
                 if not relayed:
                     await self.dst.blob_put(desc, source)
         except BaseException as exc:
