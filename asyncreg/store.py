@@ -3,8 +3,11 @@
 A registry repository, an OCI layout directory, a tar being written and a tar
 being read all answer the same small async interface, so copy, export and
 import are one operation between two repos. Optional abilities are flags
-(``wants_manifest_first``, ``verifies_blobs``) or a separate method that may
-answer "no" (`Repo.mount_blob` returns False when it cannot mount).
+(``wants_manifest_first``, ``verifies_blobs``), a method that may answer
+"no" (`Repo.mount_blob` returns False when it cannot mount), or small
+protocols of their own: `BlobRelay` (a target that moves a blob without a
+Python stream), `DirectSource` (a source that writes a blob into a file from a
+worker thread), `FileBlobSource` (a source whose blobs lie in a local file).
 
 Blob bodies move as `BlobSource`: a callable that opens a fresh async stream
 of chunks. A sink that must retry re-opens the source instead of replaying a

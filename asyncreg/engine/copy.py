@@ -11,8 +11,9 @@ so a mirror of a thousand images is one graph with one set of limits.
   a target that ``wants_manifest_first`` gets it before its children;
 - a blob node is single-flight per (target, digest); it HEADs the target,
   tries a cross-repository mount from any repo of the same registry known to
-  hold it, and otherwise streams source to target holding one slot on each
-  host;
+  hold it, uploads once per (target host, digest), and otherwise moves the
+  bytes holding one slot on each host: through the target's kernel or
+  worker-thread path when it has one (`store.BlobRelay`), else as a stream;
 - an index that reaches itself raises `LoopError` instead of recursing forever.
 No slot is held while a node waits for its children, so recursion cannot
 starve the limits.
