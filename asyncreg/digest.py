@@ -20,7 +20,7 @@ from typing import Final
 
 from .errors import DigestFormatError, DigestMismatchError, SizeMismatchError
 
-__all__ = ["ALGORITHMS", "Digest", "Verifier", "compute"]
+__all__ = ["ALGORITHMS", "Digest", "Verifier", "compute", "digest_in"]
 
 # Hex lengths of the algorithms the OCI image spec registers.
 ALGORITHMS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
@@ -81,6 +81,23 @@ def compute(data: bytes, algorithm: str = "sha256") -> Digest:
     if algorithm not in ALGORITHMS:
         raise DigestFormatError(f"unsupported digest algorithm {algorithm!r}")
     return Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+
+def digest_in(reference: str | Digest) -> Digest | None:
+    """The digest a manifest reference names (``alg:hex`` or ``name@alg:hex``), or None.
+
+    Stores take a tag or a digest in one argument; this tells them apart. A
+    reference that looks like a digest but is malformed is an error, not a tag.
+    """
+    if isinstance(reference, Digest):
+        return reference
+    text = reference.rpartition("@")[2] if "@" in reference else reference
+    algorithm, sep, _ = text.partition(":")
+    if sep and algorithm in ALGORITHMS:
+        return Digest.parse(text)
+    if "@" in reference:
+        raise DigestFormatError(f"invalid digest in reference {reference[:200]!r}")
+    return None
 
 
 class Verifier:

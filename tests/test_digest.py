@@ -217,3 +217,29 @@ def test_verifier_accepts_any_chunking(data: bytes, cuts: list[int]) -> None:
         verifier.update(data[start:end])
     assert verifier.count == len(data)
     verifier.finish()
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("latest", None),
+        ("v1.2", None),
+        ("sha256:" + "a" * 64, "sha256:" + "a" * 64),
+        ("repo@sha256:" + "b" * 64, "sha256:" + "b" * 64),
+        ("weird:tag", None),
+    ],
+)
+def test_digest_in_tells_tags_from_digests(reference: str, expected: str | None) -> None:
+    from asyncreg.digest import digest_in
+
+    got = digest_in(reference)
+    assert (str(got) if got else None) == expected
+
+
+def test_digest_in_refuses_malformed_digests() -> None:
+    from asyncreg.digest import digest_in
+
+    with pytest.raises(DigestFormatError):
+        digest_in("sha256:abc")
+    with pytest.raises(DigestFormatError):
+        digest_in("name@nothing")

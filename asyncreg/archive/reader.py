@@ -41,7 +41,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from ..digest import ALGORITHMS, Digest, Verifier
+from ..digest import Digest, Verifier, digest_in
 from ..errors import (
     ArchiveError,
     DigestFormatError,
@@ -368,7 +368,7 @@ class TarRepo:
         or when index.json names a manifest the archive does not hold.
         """
         await self._ready()
-        digest = _as_digest(reference)
+        digest = digest_in(reference)
         if digest is not None:
             return await self._head_digest(digest)
         assert isinstance(reference, str)
@@ -575,19 +575,6 @@ def _check_size(what: str, actual: int, declared: int) -> None:
             expected=declared,
             actual=actual,
         )
-
-
-def _as_digest(reference: str | Digest) -> Digest | None:
-    """The digest in ``reference`` (``alg:hex`` or ``name@alg:hex``), or None for a name."""
-    if isinstance(reference, Digest):
-        return reference
-    text = reference.rpartition("@")[2] if "@" in reference else reference
-    algorithm, sep, _ = text.partition(":")
-    if sep and algorithm in ALGORITHMS:
-        return Digest.parse(text)  # a malformed digest is an error, not a tag
-    if "@" in reference:
-        raise DigestFormatError(f"invalid digest in reference {reference[:200]!r}")
-    return None
 
 
 def _full_name(name: str) -> str | None:

@@ -22,7 +22,7 @@ import aiofiles
 import anyio
 
 from ..config import MIB
-from ..digest import Digest, Verifier
+from ..digest import Digest, Verifier, digest_in
 from ..errors import ArchiveError, ManifestError, NotFoundError, SizeMismatchError
 from ..manifest import Descriptor, Manifest
 from ..referrers import fallback_add, fallback_list
@@ -106,7 +106,7 @@ class LayoutRepo:
 
     async def manifest_head(self, reference: str | Digest) -> Descriptor | None:
         """Descriptor of a tag (from ``index.json``) or of a manifest blob by digest."""
-        digest = _as_digest(reference)
+        digest = digest_in(reference)
         if digest is None:
             for entry in (await anyio.to_thread.run_sync(read_index, self.root)).manifests:
                 if entry_name(entry) == str(reference):
@@ -122,7 +122,7 @@ class LayoutRepo:
     async def manifest_get(self, reference: str | Digest) -> Manifest:
         """The manifest's bytes from its blob, verified against its digest."""
         desc = None
-        digest = _as_digest(reference)
+        digest = digest_in(reference)
         if digest is None:
             desc = await self.manifest_head(reference)
             if desc is None:
@@ -295,11 +295,3 @@ class LayoutRepo:
         """Raise `ArchiveError` when the directory is not an OCI layout."""
         if not (self.root / "oci-layout").is_file():
             raise ArchiveError(f"{self.root}: not an OCI layout (no oci-layout file)")
-
-
-def _as_digest(reference: str | Digest) -> Digest | None:
-    if isinstance(reference, Digest):
-        return reference
-    if ":" in reference:
-        return Digest.parse(reference)
-    return None

@@ -41,7 +41,7 @@ from .answers import error_from_answer
 from .authn import Authenticator
 from .retry import RETRYABLE_STATUS, parse_retry_after, retry_delay
 
-__all__ = ["Body", "Transport", "USER_AGENT", "read_limited", "iter_body", "translate"]
+__all__ = ["USER_AGENT", "Body", "Transport", "iter_body", "origin", "read_limited", "translate"]
 
 USER_AGENT = "asyncreg/0.1"
 MAX_REDIRECTS = 10
@@ -109,7 +109,8 @@ def _refused(message: str) -> TransportError:
     return err
 
 
-def _origin(url: str) -> tuple[str, str]:
+def origin(url: str) -> tuple[str, str]:
+    """``(scheme, host:port)`` of a URL: what credentials are confined to."""
     parts = urlsplit(url)
     return parts.scheme, parts.netloc.lower()
 
@@ -284,7 +285,7 @@ class Transport:
             # Only the registry's own 401 says how to authenticate to it: a challenge from
             # where a redirect led (object storage, a CDN) must never be learned, or the
             # registry's credentials would go to that host's realm.
-            if status == 401 and not reauthed and _origin(str(resp.url)) == _origin(origin_url):
+            if status == 401 and not reauthed and origin(str(resp.url)) == origin(origin_url):
                 reauthed = True
                 challenge = resp.headers.getall("WWW-Authenticate", [])
                 new = await self.auth.refresh(host, scopes, challenge, auth) if challenge else None
@@ -329,9 +330,9 @@ class Transport:
         what: str,
         follow: bool,
     ) -> aiohttp.ClientResponse:
-        registry_origin = _origin(self.base_url(host))
+        registry_origin = origin(self.base_url(host))
         for _ in range(MAX_REDIRECTS + 1):
-            same_origin = _origin(url) == registry_origin
+            same_origin = origin(url) == registry_origin
             resp = await self._send(
                 method, host, url, headers, data, auth if same_origin else None, what=what
             )

@@ -27,7 +27,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import anyio
 
@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..manifest import Descriptor
 from .answers import error_from_answer
+from .http import origin
 from .rawhttp import (
     RawBlobSource,
     StepAside,
@@ -151,7 +152,7 @@ async def _raw_put(
     sink: socket.socket | None = None
     try:
         assert upload is not None
-        if _origin(upload.location) != _origin(t.base_url(dst.host)):
+        if origin(upload.location) != origin(t.base_url(dst.host)):
             raise StepAside("upload location on another origin")
         sep = "&" if "?" in upload.location else "?"
         url = upload.location + sep + urlencode({"digest": str(desc.digest)})
@@ -236,8 +237,3 @@ async def _pump(
         on_bytes(m)
     if moved != size:
         raise SizeMismatchError(f"{what}: moved {moved} of {size} bytes", expected=size)
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc.lower()
