@@ -239,17 +239,22 @@ class Client:
         manifests that reference it; a hostile or malformed tar is refused
         before anything is tagged.
         """
-        from .archive.reader import TarRepo
-        from .ops.importing import import_images, select_images, tar_source
+        from .ops.importing import import_images, open_source, select_images
 
         dst_ref = parse_location(dst) if isinstance(dst, str) else dst
         job = self._job(progress, on_event)
-        async with tar_source(src) as path, await TarRepo.open(path, compress=compress) as tar:
+        target = self.repo(dst_ref)
+        async with open_source(
+            src,
+            target,
+            compress=compress,
+            max_manifest=self.limits.max_manifest_push,
+        ) as tar:
             todo = await select_images(tar, src, name=name, all_images=all_images)
             return await import_images(
                 job,
                 tar,
-                self.repo(dst_ref),
+                target,
                 todo,
                 tag=dst_ref.tag,
                 keep_names=all_images,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from asyncreg import Client
+from asyncreg import Client, Digest
 from asyncreg.errors import ConfigError, HostilePathError
 from asyncreg.testkit.builder import ImageBuilder, ImageSpec
 from asyncreg.testkit.registry import RegistryProcess
-from asyncreg.testkit.skopeo import skopeo_copy
+from asyncreg.testkit.skopeo import skopeo_copy, skopeo_inspect_raw
 from asyncreg.testkit.validate import validate
 from tests.fixtures import Seeder
 
@@ -141,3 +142,74 @@ async def test_import_of_a_lying_blob_tags_nothing(
             if r.method == "PUT" and r.headers.get("Connection") == "close"
         ]
         assert bool(sent_raw) == zero_copy  # sendfile from the tar, or a Python stream
+
+
+def _import_stdin(data: bytes, ref: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncreg", "import", "-", ref, "--progress", "plain", *extra],
+        input=data,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_stdin_oci_tar_streams_blobs_straight_to_the_registry(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    """An OCI tar on stdin is read once; gzip too; blobs are uploaded as they pass."""
+    import gzip
+    import tarfile
+
+    built = builder.index("idx", ["linux/amd64", "linux/arm64"], SPEC)
+    tar = tmp_path / "idx.tar"
+    with tarfile.open(tar, "w") as out:
+        out.add(builder.root, arcname=".")
+    for data, tag in ((tar.read_bytes(), "plain"), (gzip.compress(tar.read_bytes()), "gz")):
+        proc = _import_stdin(data, f"{registry.host}/{repo_name}:{tag}", "--name", "idx")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.decode().split()[0] == built.digest
+    leftovers = list(Path(tempfile.gettempdir()).glob("asyncreg-stdin-*"))
+    assert leftovers == []
+
+
+def test_stdin_docker_archive_is_spooled_and_imported(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    builder.image("single", ImageSpec(layers=2, layer_size=64 * 1024))
+    docker_tar = tmp_path / "docker.tar"
+    skopeo_copy(f"oci:{builder.root}:single", f"docker-archive:{docker_tar}:example/app:v3")
+    proc = _import_stdin(docker_tar.read_bytes(), f"{registry.host}/{repo_name}")
+    assert proc.returncode == 0, proc.stderr
+    raw = skopeo_inspect_raw(f"docker://{registry.host}/{repo_name}:v3")
+    assert str(Digest.of(raw)) == proc.stdout.decode().split()[0]
+
+
+def test_stdin_layout_with_a_link_is_refused_and_tags_nothing(
+    builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
+) -> None:
+    import tarfile
+
+    builder.image("ok", ImageSpec(layers=1, layer_size=1024))
+    tar = tmp_path / "evil.tar"
+    with tarfile.open(tar, "w") as out:
+        out.add(builder.root, arcname=".")
+        link = tarfile.TarInfo("blobs/sha256/escape")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "../../../etc/passwd"
+        out.addfile(link)
+    proc = _import_stdin(tar.read_bytes(), f"{registry.host}/{repo_name}:ok")
+    assert proc.returncode == 1
+    assert b"escape" in proc.stderr
+    head = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{registry.host}/{repo_name}:ok",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert head.returncode != 0  # never tagged

@@ -1,18 +1,18 @@
 """Import: copy the image(s) of a tar out of a `TarRepo` into a target repo.
 
 Which images: the only one, one chosen by name, or every named one (each
-keeping its tag). A tar read from stdin is first spooled to a temporary file
-once, because the reader indexes headers and then reads blobs by byte range.
+keeping its tag). A tar file is indexed once and read by byte range; a tar on
+stdin is read once (see `streamimport`).
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 
@@ -21,10 +21,12 @@ from ..digest import Digest
 from ..engine.copy import Copier, Job
 from ..engine.failures import most_useful
 from ..errors import ConfigError, NotFoundError
+from ..manifest import Descriptor
 from ..options import CopyOptions, CopyResult
 from ..store import Repo
+from .streamimport import StreamedRepo, read_stream
 
-__all__ = ["import_images", "select_images", "tag_of", "tar_source"]
+__all__ = ["ImageSource", "import_images", "open_source", "select_images", "tag_of"]
 
 
 def tag_of(name: str | None) -> str | None:
@@ -38,28 +40,39 @@ def tag_of(name: str | None) -> str | None:
 
 
 @asynccontextmanager
-async def tar_source(src: str | Path) -> AsyncIterator[Path]:
-    """The tar as a file: stdin is spooled to a temporary file once (it must be seekable)."""
+async def open_source(
+    src: str | Path, target: Repo, *, compress: bool, max_manifest: int
+) -> AsyncIterator[ImageSource]:
+    """The tar as a source repo: a file is indexed; stdin (``-``) is read once.
+
+    From stdin an OCI layout is read once and its blobs go to ``target`` as
+    they pass, nothing spilled (see `streamimport`); any other tar is
+    re-written to a temporary file and indexed like a file.
+    """
     if str(src) != "-":
-        yield Path(src)
+        async with await TarRepo.open(Path(src), compress=compress) as tar:
+            yield tar
         return
-    tmp = await anyio.to_thread.run_sync(
-        lambda: tempfile.NamedTemporaryFile(prefix="asyncreg-stdin-", suffix=".tar")  # noqa: SIM115
-    )
-    try:
+    with tempfile.TemporaryDirectory(prefix="asyncreg-stdin-") as work:
+        spool = Path(work) / "stream.tar"
+        found = await anyio.to_thread.run_sync(
+            lambda: read_stream(sys.stdin.buffer, target, spool, max_manifest=max_manifest)
+        )
+        if found is not None:
+            yield StreamedRepo(found)
+            return
+        async with await TarRepo.open(spool, compress=compress) as tar:
+            yield tar
 
-        def spool() -> None:
-            shutil.copyfileobj(sys.stdin.buffer, tmp, 1024 * 1024)
-            tmp.flush()
 
-        await anyio.to_thread.run_sync(spool)
-        yield Path(tmp.name)
-    finally:
-        await anyio.to_thread.run_sync(tmp.close)
+class ImageSource(Repo, Protocol):
+    """A source that can list the named images it holds (a tar, a stream)."""
+
+    async def images(self) -> list[tuple[str | None, Descriptor]]: ...
 
 
 async def select_images(
-    tar: TarRepo, src: object, *, name: str | None, all_images: bool
+    tar: ImageSource, src: object, *, name: str | None, all_images: bool
 ) -> list[tuple[str | None, Digest]]:
     """The (name, digest) pairs to import; refuses an ambiguous choice."""
     images = await tar.images()
@@ -83,7 +96,7 @@ async def select_images(
 
 async def import_images(
     job: Job,
-    tar: TarRepo,
+    tar: Repo,
     target: Repo,
     todo: list[tuple[str | None, Digest]],
     *,
