@@ -89,9 +89,8 @@ def test_cli_import_from_stdin(
     assert proc.stdout.decode().split()[0] == built.digest
 
 
-async def test_hostile_tar_tags_nothing(
-    tmp_path: Path, builder: ImageBuilder, registry: RegistryProcess, repo_name: str
-) -> None:
+def _layout_tar_with_escaping_link(builder: ImageBuilder, tmp_path: Path) -> Path:
+    """A good layout tar plus a symlink that leads out of the archive."""
     import tarfile
 
     builder.image("ok", ImageSpec(layers=1, layer_size=1024))
@@ -102,6 +101,14 @@ async def test_hostile_tar_tags_nothing(
         link.type = tarfile.SYMTYPE
         link.linkname = "../../../etc/passwd"
         out.addfile(link)
+    return tar
+
+
+async def test_hostile_tar_tags_nothing(
+    tmp_path: Path, builder: ImageBuilder, registry: RegistryProcess, repo_name: str
+) -> None:
+
+    tar = _layout_tar_with_escaping_link(builder, tmp_path)
     async with Client() as client:
         with pytest.raises(HostilePathError, match="escape"):
             await client.import_(tar, f"{registry.host}/{repo_name}:ok")
@@ -188,16 +195,8 @@ def test_stdin_docker_archive_is_spooled_and_imported(
 def test_stdin_layout_with_a_link_is_refused_and_tags_nothing(
     builder: ImageBuilder, tmp_path: Path, registry: RegistryProcess, repo_name: str
 ) -> None:
-    import tarfile
 
-    builder.image("ok", ImageSpec(layers=1, layer_size=1024))
-    tar = tmp_path / "evil.tar"
-    with tarfile.open(tar, "w") as out:
-        out.add(builder.root, arcname=".")
-        link = tarfile.TarInfo("blobs/sha256/escape")
-        link.type = tarfile.SYMTYPE
-        link.linkname = "../../../etc/passwd"
-        out.addfile(link)
+    tar = _layout_tar_with_escaping_link(builder, tmp_path)
     proc = _import_stdin(tar.read_bytes(), f"{registry.host}/{repo_name}:ok")
     assert proc.returncode == 1
     assert b"escape" in proc.stderr

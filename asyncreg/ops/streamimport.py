@@ -172,16 +172,23 @@ def _take(
             return
         except InputError:
             pass  # a config or a small layer: send it on
-        anyio.from_thread.run(_send_bytes, target, digest, data, found)
+        anyio.from_thread.run(_send, target, digest, len(data), lambda: _Bytes(data), found)
         return
-    anyio.from_thread.run(_send_stream, target, digest, size, f, found)
+    anyio.from_thread.run(_send, target, digest, size, lambda: _MemberStream(f, size), found)
 
 
-async def _send_bytes(target: Repo, digest: Digest, data: bytes, found: StreamedImages) -> None:
-    desc = Descriptor("application/octet-stream", digest, len(data))
+async def _send(
+    target: Repo,
+    digest: Digest,
+    size: int,
+    make: Callable[[], BlobStream],
+    found: StreamedImages,
+) -> None:
+    """Upload one blob of the stream unless the target has it (then the walker skips it)."""
+    desc = Descriptor("application/octet-stream", digest, size)
     if await target.blob_head(digest) is None:
-        await target.blob_put(desc, _once(lambda: _Bytes(data)))
-    found.sent[digest] = len(data)
+        await target.blob_put(desc, _once(make))
+    found.sent[digest] = size
 
 
 class _Bytes:
@@ -197,16 +204,6 @@ class _Bytes:
 
     async def aclose(self) -> None:
         return None
-
-
-async def _send_stream(
-    target: Repo, digest: Digest, size: int, f: IO[bytes], found: StreamedImages
-) -> None:
-    desc = Descriptor("application/octet-stream", digest, size)
-    if await target.blob_head(digest) is None:
-        await target.blob_put(desc, _once(lambda: _MemberStream(f, size)))
-    # Already there: the walker skips the rest of the member by itself.
-    found.sent[digest] = size
 
 
 def _once(make: Callable[[], BlobStream]) -> BlobSource:
