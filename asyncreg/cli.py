@@ -268,26 +268,23 @@ def _print_result(result: CopyResult, *, as_json: bool) -> None:
     )
 
 
-async def _tags(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        tags = await client.repo(args.repo).tags()
-    if args.json:
-        sys.stdout.write(orjson.dumps(tags).decode() + "\n")
-    else:
-        for tag in tags:
-            print(tag)
-    return 0
-
-
-async def _catalog(args: argparse.Namespace) -> int:
-    async with _client(args) as client:
-        names = await client.catalog(args.host)
-    if args.json:
+def _print_names(names: list[str], *, as_json: bool) -> int:
+    if as_json:
         sys.stdout.write(orjson.dumps(names).decode() + "\n")
     else:
         for name in names:
             print(name)
     return 0
+
+
+async def _tags(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        return _print_names(await client.repo(args.repo).tags(), as_json=args.json)
+
+
+async def _catalog(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        return _print_names(await client.catalog(args.host), as_json=args.json)
 
 
 async def _manifest(args: argparse.Namespace) -> int:

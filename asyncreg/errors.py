@@ -206,9 +206,15 @@ class RateLimitError(RegistryError):
 
 
 class TransportError(AsyncregError, OSError):
-    """No usable HTTP answer: refused or reset connection, TLS failure, bad framing."""
+    """No usable HTTP answer: refused or reset connection, TLS failure, bad framing.
 
-    retryable: bool = True
+    ``retryable`` is False for failures a replay cannot change (a certificate
+    that does not verify, a redirect we refuse to follow).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class TransportTimeout(TransportError, TimeoutError):

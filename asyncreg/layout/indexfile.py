@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
-import orjson
 
 from ..errors import ArchiveError
 from ..manifest import Descriptor, Manifest, build_index
@@ -97,13 +96,3 @@ async def update_index(
 def entry_name(desc: Descriptor) -> str | None:
     """The ``org.opencontainers.image.ref.name`` of an index entry."""
     return desc.annotations.get(REF_NAME)
-
-
-def layout_version_ok(root: Path) -> bool:
-    """True when ``oci-layout`` exists and names a 1.x layout."""
-    try:
-        doc = orjson.loads((root / "oci-layout").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return False
-    version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
-    return isinstance(version, str) and version.startswith("1.")

@@ -23,7 +23,7 @@ import anyio
 
 from ..config import MIB
 from ..digest import Digest, Verifier, digest_in
-from ..errors import ArchiveError, ManifestError, NotFoundError, SizeMismatchError
+from ..errors import ManifestError, NotFoundError, SizeMismatchError
 from ..manifest import Descriptor, Manifest
 from ..referrers import fallback_add, fallback_list
 from ..store import BlobSource, DirectSource
@@ -290,8 +290,3 @@ class LayoutRepo:
     async def referrers(self, digest: Digest) -> list[Descriptor]:
         """Referrers of ``digest`` per the tag schema."""
         return await fallback_list(self, digest)
-
-    def check(self) -> None:
-        """Raise `ArchiveError` when the directory is not an OCI layout."""
-        if not (self.root / "oci-layout").is_file():
-            raise ArchiveError(f"{self.root}: not an OCI layout (no oci-layout file)")

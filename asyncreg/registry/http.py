@@ -58,17 +58,13 @@ def translate(exc: BaseException, what: str) -> AsyncregError:
     if isinstance(exc, TimeoutError):
         return TransportTimeout(f"{what}: timed out ({exc.__class__.__name__})")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
-        err = TransportError(f"{what}: TLS certificate verification failed: {exc}")
-        err.retryable = False
-        return err
+        return TransportError(
+            f"{what}: TLS certificate verification failed: {exc}", retryable=False
+        )
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        err = TransportError(f"{what}: TLS error: {exc}")
-        err.retryable = False
-        return err
+        return TransportError(f"{what}: TLS error: {exc}", retryable=False)
     if isinstance(exc, aiohttp.InvalidURL):
-        err = TransportError(f"{what}: invalid URL {exc}")
-        err.retryable = False
-        return err
+        return TransportError(f"{what}: invalid URL {exc}", retryable=False)
     detail = str(exc) or exc.__class__.__name__
     return TransportError(f"{what}: connection failed: {detail}")
 
@@ -100,13 +96,6 @@ async def iter_body(resp: aiohttp.ClientResponse, what: str) -> AsyncIterator[by
             yield chunk
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise translate(exc, what) from exc
-
-
-def _refused(message: str) -> TransportError:
-    """A redirect we will not follow: a decision that replaying cannot change."""
-    err = TransportError(message)
-    err.retryable = False
-    return err
 
 
 def origin(url: str) -> tuple[str, str]:
@@ -344,11 +333,15 @@ class Transport:
                 raise RegistryError(f"{what}: redirect without a Location header")
             target = urljoin(url, location)
             if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
-                raise _refused(f"{what}: refusing redirect from https to {target[:200]!r}")
+                raise TransportError(
+                    f"{what}: refusing redirect from https to {target[:200]!r}", retryable=False
+                )
             if urlsplit(target).scheme not in ("http", "https"):
-                raise _refused(f"{what}: refusing redirect to {target[:200]!r}")
+                raise TransportError(
+                    f"{what}: refusing redirect to {target[:200]!r}", retryable=False
+                )
             url = target
-        raise _refused(f"{what}: more than {MAX_REDIRECTS} redirects")
+        raise TransportError(f"{what}: more than {MAX_REDIRECTS} redirects", retryable=False)
 
     async def _send(
         self,
