@@ -23,8 +23,9 @@ import anyio
 
 from .auth.credentials import Credential, CredentialProvider, default_credentials
 from .config import HostConfig, Limits
-from .engine.copy import Copier, Job
+from .engine.copy import Copier
 from .engine.failures import most_useful
+from .engine.job import Job
 from .engine.limits import Slots
 from .engine.progress import Event, Progress
 from .errors import AsyncregError
@@ -262,7 +263,7 @@ class Client:
             )
 
     def _job(self, progress: Progress | None, on_event: Callable[[Event], None] | None) -> Job:
-        job = Job(self._slots, progress or Progress())
+        job = Job(self._slots, progress or Progress(), retry=self.limits.retry)
         if on_event is not None:
             job.progress.subscribe(on_event)
         return job

@@ -25,6 +25,7 @@ translated at one boundary and never escapes. The tree::
     |   +-- TransportTimeout (TimeoutError)   connect or read-stall timeout
     +-- CopyError                       a job failed; wraps the per-item causes
     +-- LoopError                       an index that reaches itself
+    +-- Interrupted                     the job was asked to stop (Ctrl-C, SIGTERM)
 
 `RegistryError.retryable` and `TransportError.retryable` tell the retry layer
 whether replaying the same request could succeed.
@@ -45,6 +46,7 @@ __all__ = [
     "DigestMismatchError",
     "HostilePathError",
     "InputError",
+    "Interrupted",
     "IntegrityError",
     "LoopError",
     "ManifestError",
@@ -159,12 +161,17 @@ class RegistryError(AsyncregError):
         errors: Sequence[RegistryErrorDetail] = (),
         method: str = "",
         url: str = "",
+        retry_after: float | None = None,
+        replayable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.errors: tuple[RegistryErrorDetail, ...] = tuple(errors)
         self.method = method
         self.url = url
+        #: Seconds the registry asked us to wait (``Retry-After``), if it said.
+        self.retry_after = retry_after
+        self._replayable = replayable
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -173,7 +180,13 @@ class RegistryError(AsyncregError):
 
     @property
     def retryable(self) -> bool:
-        """True for answers that may change on replay: 408, 429 and 5xx."""
+        """True for answers that may change on replay: 408, 429 and 5xx.
+
+        ``replayable`` given to the constructor overrides the status rule (a
+        401 whose token was refreshed mid-stream: re-open and try again).
+        """
+        if self._replayable is not None:
+            return self._replayable
         return self.status in _RETRYABLE_STATUS or (self.status >= 500 and self.status != 501)
 
 
@@ -186,7 +199,7 @@ class NotFoundError(RegistryError):
 
 
 class RateLimitError(RegistryError):
-    """The registry asked us to slow down (429 TOOMANYREQUESTS)."""
+    """The registry asked us to slow down (429 TOOMANYREQUESTS); see ``retry_after``."""
 
     def __init__(
         self,
@@ -198,8 +211,9 @@ class RateLimitError(RegistryError):
         url: str = "",
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status=status, errors=errors, method=method, url=url)
-        self.retry_after = retry_after
+        super().__init__(
+            message, status=status, errors=errors, method=method, url=url, retry_after=retry_after
+        )
 
 
 # --- transport --------------------------------------------------------------
@@ -226,6 +240,19 @@ class TransportTimeout(TransportError, TimeoutError):
 
 class LoopError(AsyncregError):
     """A manifest graph references itself (an index that reaches itself)."""
+
+
+class Interrupted(AsyncregError):
+    """The job was asked to stop: nothing new was started, and what was in flight ended.
+
+    Uploads already sending their one PUT were allowed to finish (a registry
+    cannot cancel those), chunked ones stopped at a chunk boundary and were
+    cancelled; ``unclean`` lists what could not be cleaned up.
+    """
+
+    def __init__(self, message: str, *, unclean: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.unclean: tuple[str, ...] = tuple(unclean)
 
 
 class CopyError(AsyncregError):

@@ -76,5 +76,11 @@ class CopyResult:
     blobs_skipped: int = 0
     blobs_mounted: int = 0
     manifests_pushed: int = 0
+    #: Each blob's bytes once, however many attempts it took.
     bytes_moved: int = 0
+    #: Requests, resumes and transfers tried again; 429 answers; uploads sent in
+    #: chunks after a registry refused one PUT.
+    retries: int = 0
+    rate_limited: int = 0
+    fallbacks: int = 0
     duration: float = 0.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
+from .budget import Budget
 from .digest import Digest, Verifier
 from .manifest import Descriptor, Manifest
 
@@ -29,6 +30,7 @@ __all__ = [
     "DirectFetch",
     "DirectSource",
     "FileBlobSource",
+    "PushCap",
     "Repo",
 ]
 
@@ -88,12 +90,30 @@ class Repo(Protocol):
         """Size of the blob, or None when absent."""
         ...
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
-        """Open the blob for reading; the stream checks size (and digest with ``verify``)."""
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> BlobStream:
+        """Open the blob for reading; the stream checks size (and digest with ``verify``).
+
+        Requests and resumes spend from ``budget`` (the blob's, when the engine
+        moves it), or from budgets of their own.
+        """
         ...
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
-        """Store the blob, reading it from ``source`` (re-opened on retry)."""
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
+        """Store the blob, reading it from ``source``.
+
+        With a ``budget`` this is one attempt (the engine retries, re-opening
+        the source); without one the store retries on its own. ``chunked``
+        asks a registry for PATCH chunks instead of one PUT.
+        """
         ...
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
@@ -114,12 +134,16 @@ class BlobRelay(Protocol):
     """Optional ability: move a blob from a source repo without passing through Python."""
 
     async def relay_blob(
-        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+        self,
+        desc: Descriptor,
+        source: object,
+        on_bytes: Callable[[int], None],
+        budget: Budget,
     ) -> bool:
-        """Move ``desc`` from ``source``.
+        """Move ``desc`` from ``source`` (one attempt, spending from ``budget``).
 
         False means nothing was written and the caller should stream the blob;
-        an exception is a failure of the transfer (no fallback).
+        an exception is a failure of this attempt, for the caller's policy.
         """
         ...
 
@@ -142,7 +166,7 @@ class DirectFetch(Protocol):
 class DirectSource(Protocol):
     """Optional ability: hand a blob's bytes to a file writer without a Python stream."""
 
-    async def open_direct(self, desc: Descriptor) -> DirectFetch | None:
+    async def open_direct(self, desc: Descriptor, budget: Budget) -> DirectFetch | None:
         """Open ``desc`` for `DirectFetch.write_to`, or None when only streaming works."""
         ...
 
@@ -153,4 +177,18 @@ class FileBlobSource(Protocol):
 
     async def blob_file(self, desc: Descriptor) -> tuple[str, int] | None:
         """``(path, offset)`` of the blob's ``desc.size`` bytes, or None."""
+        ...
+
+
+@runtime_checkable
+class PushCap(Protocol):
+    """Optional ability: the largest manifest this store accepts (a registry's cap).
+
+    The engine checks it before moving any of a manifest's content, so a
+    manifest that would be refused costs no upload.
+    """
+
+    @property
+    def max_manifest_push(self) -> int:
+        """Bytes."""
         ...

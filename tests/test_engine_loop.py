@@ -14,6 +14,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from asyncreg.budget import Budget
 from asyncreg.config import Limits
 from asyncreg.digest import Digest
 from asyncreg.engine.copy import Copier, Job
@@ -126,11 +127,20 @@ class MemRepo:
         data = self.blobs.get(digest)
         return None if data is None else len(data)
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> MemStream:
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> MemStream:
         await anyio.lowlevel.checkpoint()
         return MemStream(self.blobs[desc.digest])
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
         stream = await source()
         chunks = [chunk async for chunk in stream]
         await stream.aclose()

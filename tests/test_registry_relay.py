@@ -117,7 +117,7 @@ async def test_relay_carries_bearer_tokens(
     assert str(result.digest) == built.digest
 
 
-async def test_relay_that_breaks_off_hands_over_and_counts_bytes_once(
+async def test_relay_that_breaks_resumes_in_place_and_counts_bytes_once(
     seeded: Seeder, registry: RegistryProcess, registry_b: RegistryProcess, repo_name: str
 ) -> None:
     from asyncreg import RetryPolicy
@@ -125,14 +125,17 @@ async def test_relay_that_breaks_off_hands_over_and_counts_bytes_once(
     built, src = seeded(SPEC)
     layer = built.layers[0]
     async with FaultProxy(registry.url) as sp:
-        # The relay's GET and its one resume both break; the streaming path then succeeds.
+        # The relay's GET and its first resume both break; each resume continues
+        # the same spliced PUT at the exact offset, spending from one budget.
         sp.add_rule(Rule(DropBodyAfter(100_000), method="GET", path=layer.hex, times=2))
-        limits = Limits(retry=RetryPolicy(resume_attempts=1))
+        limits = Limits(retry=RetryPolicy(resume_attempts=1, backoff_base=0.01))
         async with Client(limits=limits) as client:
             result = await client.copy(
                 src.replace(registry.host, sp.host), f"{registry_b.host}/{repo_name}:v1"
             )
             await validate(client.repo(f"{registry_b.host}/{repo_name}"), "v1")
         gets = [r for r in sp.requests if r.method == "GET" and layer.hex in r.path]
-        assert [r.headers.get("Connection") for r in gets] == ["close", "close", None]
+        assert [r.headers.get("Connection") for r in gets] == ["close"] * 3
+        assert [r.headers.get("Range") for r in gets] == [None, "bytes=100000-", "bytes=200000-"]
+        assert result.retries == 2
     assert result.bytes_moved == built.blob_bytes

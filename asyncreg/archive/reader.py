@@ -41,6 +41,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from ..budget import Budget
 from ..digest import Digest, Verifier, digest_in
 from ..errors import (
     ArchiveError,
@@ -506,7 +507,9 @@ class TarRepo:
         entry = self._blobs.get(digest)
         return None if entry is None else entry.size
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> BlobStream:
         """A chunked stream of the blob: size always checked, digest too with ``verify``."""
         path, offset = await self.blob_file(desc)
         what = f"{self._key}: blob {desc.digest}"
@@ -543,7 +546,14 @@ class TarRepo:
         """Refused: an archive being read is read-only."""
         raise ArchiveError("read-only")
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
         """Refused: an archive being read is read-only."""
         raise ArchiveError("read-only")
 

@@ -22,86 +22,28 @@ starve the limits.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 import anyio
 
 from ..digest import Digest
-from ..errors import LoopError, NotFoundError
+from ..errors import LoopError, ManifestError, NotFoundError
 from ..manifest import Descriptor, Manifest, build_index
 from ..options import CopyOptions, CopyResult
 from ..platform import Platform
-from ..store import BlobRelay, BlobStream, Repo
-from .limits import Slots
+from ..store import PushCap, Repo
+from ..tally import Tally, counting
+from .job import Job
+from .pipeline import BlobPipeline
 from .progress import Event, EventKind, Progress
-from .singleflight import SingleFlight
 
-__all__ = ["Copier", "Job"]
+__all__ = ["Copier"]
 
-
-@dataclass
-class Job:
-    """State shared by every copy of one job."""
-
-    slots: Slots
-    progress: Progress = field(default_factory=Progress)
-    blobs: SingleFlight[None] = field(default_factory=SingleFlight)
-    manifests: SingleFlight[None] = field(default_factory=SingleFlight)
-    #: Uploads by (target host, digest): a blob going to two repos of one
-    #: registry is uploaded once and mounted into the other.
-    uploads: SingleFlight[None] = field(default_factory=SingleFlight)
-    #: (host, digest) -> repos known to hold the blob, for cross-repository mounts.
-    holders: dict[tuple[str, Digest], list[Repo]] = field(default_factory=dict)
-    #: Manifest references walked so far, by `manifests` key: parent -> children.
-    #: Two tasks entering a loop at different manifests would each wait for the
-    #: other's single-flight call forever; `refer` sees the loop close instead.
-    references: dict[str, set[str]] = field(default_factory=dict)
-
-    def refer(self, parent: str, child: str) -> bool:
-        """Record that ``parent`` references ``child``; False if ``child`` reaches ``parent``."""
-        seen: set[str] = set()
-        todo = [child]
-        while todo:
-            node = todo.pop()
-            if node == parent:
-                return False
-            if node not in seen:
-                seen.add(node)
-                todo.extend(self.references.get(node, ()))
-        self.references.setdefault(parent, set()).add(child)
-        return True
-
-    def holds(self, repo: Repo, digest: Digest) -> None:
-        """Record that ``repo`` now holds ``digest``."""
-        known = self.holders.setdefault((repo.host, digest), [])
-        if all(r.key != repo.key for r in known):
-            known.append(repo)
-
-
-class _CountingStream:
-    """Passes a blob stream through, reporting bytes as progress events."""
-
-    def __init__(
-        self, inner: BlobStream, emit: Callable[[Event], None], digest: str, target: str
-    ) -> None:
-        self._inner = inner
-        self.size = inner.size
-        self._emit = emit
-        self._digest = digest
-        self._target = target
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        emit = self._emit
-        async for chunk in self._inner:
-            emit(Event(EventKind.BYTES, "blob", self._digest, self._target, amount=len(chunk)))
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+_TALLY_EVENTS = {
+    Tally.RETRY: EventKind.RETRIED,
+    Tally.RATE_LIMITED: EventKind.RATE_LIMITED,
+    Tally.FALLBACK: EventKind.FALLBACK,
+}
 
 
 class Copier:
@@ -119,16 +61,25 @@ class Copier:
         self._deferred_tags: list[tuple[str, Descriptor]] = []
         self._tags_lock = anyio.Lock()
         self._local = Progress()
+        self._blobs = BlobPipeline(job, src, dst, self._emit)
 
     def _emit(self, event: Event) -> None:
         """Count ``event`` for this copy's result and pass it to the job."""
         self._local.emit(event)
         self.job.progress.emit(event)
 
+    def _tally(self, kind: Tally) -> None:
+        """A retry, 429 or fallback noticed below us (transport, movers), as an event."""
+        self._emit(Event(_TALLY_EVENTS[kind], "request", "", self.dst.key))
+
     # --- entry point ------------------------------------------------------
 
     async def copy(self, src_reference: str | Digest, dst_tag: str | None) -> CopyResult:
         """Copy the image named by ``src_reference`` to ``dst`` (tagged ``dst_tag``)."""
+        with counting(self._tally):
+            return await self._copy(src_reference, dst_tag)
+
+    async def _copy(self, src_reference: str | Digest, dst_tag: str | None) -> CopyResult:
         started = time.monotonic()
         async with self.job.slots.hold(self.src.host):
             desc = await self.src.manifest_head(src_reference)
@@ -164,6 +115,9 @@ class Copier:
             blobs_mounted=after.blobs_mounted,
             manifests_pushed=after.manifests_pushed,
             bytes_moved=after.bytes_moved,
+            retries=after.retries,
+            rate_limited=after.rate_limited,
+            fallbacks=after.fallbacks,
             duration=time.monotonic() - started,
         )
 
@@ -223,6 +177,7 @@ class Copier:
                 media_type=manifest.media_type,
                 annotations=manifest.annotations or None,
             )
+        self._check_cap(to_push)
         if self.dst.wants_manifest_first:
             await self._put(to_push, tag, top=top)
         if not self._same_repo:
@@ -232,7 +187,7 @@ class Copier:
                     if manifest.is_index:
                         tg.start_soon(self._child_manifest, child, lineage)
                     else:
-                        tg.start_soon(self._blob, child)
+                        tg.start_soon(self._blobs.blob, child)
         if not self.dst.wants_manifest_first:
             await self._put(to_push, tag, top=top)
         await self._extras(to_push.digest, ancestors)
@@ -260,15 +215,28 @@ class Copier:
             return False
         return any(w.matches(desc.platform) for w in self._wanted)
 
+    def _check_cap(self, manifest: Manifest) -> None:
+        """Refuse a manifest the target cannot take before any of its content moves."""
+        if isinstance(self.dst, PushCap) and manifest.size > self.dst.max_manifest_push:
+            raise ManifestError(
+                f"manifest {manifest.digest} is {manifest.size} bytes; {self.dst.key} accepts"
+                f" at most {self.dst.max_manifest_push} (nothing was copied for it)"
+            )
+
     async def _put(self, manifest: Manifest, tag: str | None, *, top: bool) -> None:
         digest = str(manifest.digest)
-        self._emit(Event(EventKind.STARTED, "manifest", digest, self.dst.key, size=manifest.size))
-        try:
-            async with self.job.slots.hold(self.dst.host):
+        self.job.check_running()
+        async with self.job.slots.hold(self.dst.host):
+            self._emit(
+                Event(EventKind.STARTED, "manifest", digest, self.dst.key, size=manifest.size)
+            )
+            try:
                 await self.dst.manifest_put(manifest, tag, child=not top or self.options.child)
-        except BaseException as exc:
-            self._emit(Event(EventKind.FAILED, "manifest", digest, self.dst.key, error=str(exc)))
-            raise
+            except BaseException as exc:
+                self._emit(
+                    Event(EventKind.FAILED, "manifest", digest, self.dst.key, error=str(exc))
+                )
+                raise
         self._emit(Event(EventKind.DONE, "manifest", digest, self.dst.key, size=manifest.size))
 
     # --- referrers and digest tags ------------------------------------------
@@ -324,92 +292,3 @@ class Copier:
                 async with self.job.slots.hold(self.src.host):
                     self._src_tags = await self.src.tags()
             return self._src_tags
-
-    # --- blobs ------------------------------------------------------------
-
-    async def _blob(self, desc: Descriptor) -> None:
-        self._emit(Event(EventKind.QUEUED, "blob", str(desc.digest), self.dst.key, size=desc.size))
-        await self.job.blobs.do(f"{self.dst.key}@{desc.digest}", lambda: self._move_blob(desc))
-
-    async def _move_blob(self, desc: Descriptor) -> None:
-        digest = str(desc.digest)
-        target = self.dst.key
-        async with self.job.slots.hold(self.dst.host):
-            present = await self.dst.blob_head(desc.digest)
-        if present is not None:
-            self.job.holds(self.dst, desc.digest)
-            self._emit(Event(EventKind.SKIPPED, "blob", digest, target, size=desc.size))
-            return
-        if await self._try_mounts(desc):
-            return
-        _, ran = await self.job.uploads.do(
-            f"{self.dst.host}@{desc.digest}", lambda: self._upload(desc)
-        )
-        if ran:
-            return
-        # Another copy of this job put the blob into a sibling repo: mount from there.
-        if not await self._try_mounts(desc):
-            await self._upload(desc)
-
-    async def _try_mounts(self, desc: Descriptor) -> bool:
-        for candidate in self._mount_sources(desc.digest):
-            async with self.job.slots.hold(self.dst.host):
-                mounted = await self.dst.mount_blob(desc, candidate)
-            if mounted:
-                self.job.holds(self.dst, desc.digest)
-                self._emit(
-                    Event(EventKind.MOUNTED, "blob", str(desc.digest), self.dst.key, size=desc.size)
-                )
-                return True
-        return False
-
-    async def _upload(self, desc: Descriptor) -> None:
-        digest = str(desc.digest)
-        target = self.dst.key
-        opens = 0
-        verify = not self.dst.verifies_blobs
-
-        async def source() -> BlobStream:
-            nonlocal opens
-            opens += 1
-            if opens > 1:
-                self._emit(Event(EventKind.RETRIED, "blob", digest, target, size=desc.size))
-            inner = await self.src.blob_open(desc, verify=verify)
-            return _CountingStream(inner, self._emit, digest, target)
-
-        relayed_bytes = 0
-
-        def on_bytes(n: int) -> None:
-            nonlocal relayed_bytes
-            relayed_bytes += n
-            self._emit(Event(EventKind.BYTES, "blob", digest, target, amount=n))
-
-        self._emit(Event(EventKind.STARTED, "blob", digest, target, size=desc.size))
-        try:
-            async with self.job.slots.hold(self.src.host, self.dst.host):
-                relayed = False
-                if isinstance(self.dst, BlobRelay):
-                    # False means nothing was written: stream it instead.
-                    relayed = await self.dst.relay_blob(desc, self.src, on_bytes)
-                    if not relayed and relayed_bytes:
-                        # A relay that broke off and stepped aside: take its bytes back
-                        # out of the counters, the streaming path sends them all again.
-                        self._emit(
-                            Event(EventKind.BYTES, "blob", digest, target, amount=-relayed_bytes)
-                        )
-                if not relayed:
-                    await self.dst.blob_put(desc, source)
-        except BaseException as exc:
-            self._emit(Event(EventKind.FAILED, "blob", digest, target, error=str(exc)))
-            raise
-        self.job.holds(self.dst, desc.digest)
-        self._emit(Event(EventKind.DONE, "blob", digest, target, size=desc.size))
-
-    def _mount_sources(self, digest: Digest) -> list[Repo]:
-        out: list[Repo] = []
-        if self.src.host == self.dst.host:
-            out.append(self.src)
-        for repo in self.job.holders.get((self.dst.host, digest), []):
-            if repo.key not in (self.dst.key, *(r.key for r in out)):
-                out.append(repo)
-        return out

@@ -31,6 +31,8 @@ class EventKind(StrEnum):
     MOUNTED = "mounted"
     DONE = "done"
     RETRIED = "retried"
+    RATE_LIMITED = "rate_limited"
+    FALLBACK = "fallback"
     FAILED = "failed"
 
 
@@ -58,7 +60,10 @@ class Statistics:
     manifests_pushed: int = 0
     manifests_skipped: int = 0
     retries: int = 0
+    rate_limited: int = 0
+    fallbacks: int = 0
     failures: int = 0
+    #: Transfers holding a slot right now (not those waiting for one).
     in_flight: int = 0
     bytes_expected: int = 0
     elapsed: float = 0.0
@@ -117,6 +122,10 @@ class Progress:
             c.blobs_mounted += 1
         elif kind is EventKind.RETRIED:
             c.retries += 1
+        elif kind is EventKind.RATE_LIMITED:
+            c.rate_limited += 1
+        elif kind is EventKind.FALLBACK:
+            c.fallbacks += 1
         elif kind is EventKind.FAILED:
             c.failures += 1
             c.in_flight = max(0, c.in_flight - 1)

@@ -25,6 +25,7 @@ from typing import BinaryIO, Literal
 
 import anyio
 
+from ..budget import Budget
 from ..config import MIB
 from ..digest import Digest, Verifier
 from ..errors import ConfigError, NotFoundError
@@ -184,11 +185,20 @@ class TarWriterRepo:
         """Size of a blob already in the tar."""
         return self._written.get(digest)
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> BlobStream:
         """A tar being written cannot be read back."""
         raise NotFoundError(f"{self.key}: a tar being written is not readable", status=404)
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
         """Write the blob into the tar as its bytes arrive (verified on the way)."""
         if desc.digest in self._claimed:
             return
@@ -199,7 +209,11 @@ class TarWriterRepo:
             await stream.aclose()
 
     async def relay_blob(
-        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+        self,
+        desc: Descriptor,
+        source: object,
+        on_bytes: Callable[[int], None],
+        budget: Budget,
     ) -> bool:
         """Let a source that can (a plain-HTTP registry) write the blob into its extent.
 
@@ -211,7 +225,7 @@ class TarWriterRepo:
             return False
         if desc.digest in self._claimed:
             return True
-        fetch = await source.open_direct(desc)
+        fetch = await source.open_direct(desc, budget)
         if fetch is None:
             return False
         if desc.digest in self._claimed:  # another task wrote it meanwhile

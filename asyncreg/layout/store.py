@@ -21,6 +21,7 @@ from pathlib import Path
 import aiofiles
 import anyio
 
+from ..budget import Budget
 from ..config import MIB
 from ..digest import Digest, Verifier, digest_in
 from ..errors import ManifestError, NotFoundError, SizeMismatchError
@@ -173,14 +174,23 @@ class LayoutRepo:
         except FileNotFoundError:
             return None
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> _FileStream:
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> _FileStream:
         """Stream the blob file, checking its size (and digest with ``verify``)."""
         path = self.blob_path(desc.digest)
         if not await anyio.Path(path).is_file():
             raise NotFoundError(f"{self.key}: blob {desc.digest} not found", status=404)
         return _FileStream(path, desc, verify=verify)
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
         """Stream into a temporary file, verify, then rename to the digest."""
         final = self.blob_path(desc.digest)
         if await anyio.Path(final).is_file():
@@ -222,7 +232,11 @@ class LayoutRepo:
             raise
 
     async def relay_blob(
-        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+        self,
+        desc: Descriptor,
+        source: object,
+        on_bytes: Callable[[int], None],
+        budget: Budget,
     ) -> bool:
         """Let a source that can (a plain-HTTP registry) write the blob file directly.
 
@@ -234,7 +248,7 @@ class LayoutRepo:
         final = self.blob_path(desc.digest)
         if await anyio.Path(final).is_file():
             return True
-        fetch = await source.open_direct(desc)
+        fetch = await source.open_direct(desc, budget)
         if fetch is None:
             return False
 

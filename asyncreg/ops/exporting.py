@@ -13,8 +13,9 @@ from pathlib import Path
 
 import anyio
 
-from ..engine.copy import Copier, Job
+from ..engine.copy import Copier
 from ..engine.failures import most_useful
+from ..engine.job import Job
 from ..export.tarwriter import TarWriterRepo
 from ..options import CopyOptions, CopyResult
 from ..reference import LayoutReference, Reference, parse_location

@@ -18,8 +18,9 @@ import anyio
 
 from ..archive.reader import TarRepo
 from ..digest import Digest
-from ..engine.copy import Copier, Job
+from ..engine.copy import Copier
 from ..engine.failures import most_useful
+from ..engine.job import Job
 from ..errors import ConfigError, NotFoundError
 from ..manifest import Descriptor
 from ..options import CopyOptions, CopyResult

@@ -28,6 +28,7 @@ import anyio
 import anyio.from_thread
 
 from ..archive.tarindex import normalise_name
+from ..budget import Budget
 from ..config import MIB
 from ..digest import ALGORITHMS, Digest, Verifier, digest_in
 from ..errors import ArchiveError, HostilePathError, InputError, NotFoundError
@@ -286,13 +287,22 @@ class StreamedRepo:
     async def blob_head(self, digest: Digest) -> int | None:
         return self._found.sent.get(digest)
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> BlobStream:
         raise NotFoundError(
             f"blob {desc.digest} is not in the stream (it went to the target if it was)",
             status=404,
         )
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
         raise ArchiveError("a stream is read-only")
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:

@@ -73,12 +73,11 @@ def error_from_answer(
         return AuthError(message + hint, status=status, errors=details, method=method, url=url)
     if status == 404:
         return NotFoundError(message, status=status, errors=details, method=method, url=url)
+    retry_after = parse_retry_after(headers.get("Retry-After"))
     if status == 429:
         return RateLimitError(
-            message,
-            errors=details,
-            method=method,
-            url=url,
-            retry_after=parse_retry_after(headers.get("Retry-After")),
+            message, status=429, errors=details, method=method, url=url, retry_after=retry_after
         )
-    return RegistryError(message, status=status, errors=details, method=method, url=url)
+    return RegistryError(
+        message, status=status, errors=details, method=method, url=url, retry_after=retry_after
+    )

@@ -3,9 +3,11 @@
 The stream counts every byte against the declared size and refuses one byte
 more; when asked it also hashes (a registry target hashes again on receipt, so
 a registry-to-registry copy can leave the digest check to it). A connection
-that breaks mid-body is resumed with ``Range: bytes=OFFSET-`` at the exact
-offset, a bounded number of times; a server that ignores ``Range`` and sends
-the whole body again has its first OFFSET bytes skipped.
+that breaks mid-body (or a body that ends short) is resumed with ``Range:
+bytes=OFFSET-`` at the exact offset, each resume spending from the blob's
+`Budget` (a resume after progress costs less than one without); a server that
+ignores ``Range`` and sends the whole body again has its first OFFSET bytes
+skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 
+from ..budget import Budget
 from ..digest import Digest, Verifier
 from ..errors import RegistryError, SizeMismatchError, TransportError
 from .http import iter_body
@@ -35,14 +38,14 @@ class RegistryBlobStream:
         reopen: Reopen,
         *,
         verify: bool,
-        resume_attempts: int,
+        budget: Budget,
         what: str,
     ) -> None:
         self.size = size
         self._resp: aiohttp.ClientResponse | None = resp
         self._verifier = Verifier(digest, size, what=what) if verify else None
         self._reopen = reopen
-        self._resume_attempts = resume_attempts
+        self._budget = budget
         self._what = what
         self._offset = 0
         self.resumes = 0
@@ -53,6 +56,7 @@ class RegistryBlobStream:
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
             skip = 0
+            failed_at = 0  # offset of the last break: a resume past it made progress
             while True:
                 resp = self._resp
                 assert resp is not None
@@ -66,16 +70,17 @@ class RegistryBlobStream:
                             skip = 0
                         self._account(chunk)
                         yield chunk
-                except TransportError:
-                    if self.resumes >= self._resume_attempts:
-                        raise
+                except TransportError as exc:
+                    broke: TransportError = exc
                 else:
                     if self.size < 0 or self._offset >= self.size:
                         break
-                    if self.resumes >= self._resume_attempts:
-                        break  # finish() reports the short body
+                    broke = TransportError(
+                        f"{self._what}: body ended after {self._offset} of {self.size} bytes"
+                    )
+                skip = await self._resume(broke, progressed=self._offset > failed_at)
+                failed_at = self._offset
                 self.resumes += 1
-                skip = await self._resume()
             if self._verifier is not None:
                 self._verifier.finish()
             elif self.size >= 0 and self._offset != self.size:
@@ -98,11 +103,12 @@ class RegistryBlobStream:
             )
         self._offset += len(chunk)
 
-    async def _resume(self) -> int:
-        """Re-open at the current offset; return how many leading bytes to skip."""
+    async def _resume(self, broke: TransportError, *, progressed: bool) -> int:
+        """Spend from the budget, re-open at the offset; return leading bytes to skip."""
         if self._resp is not None:
             self._resp.release()
             self._resp = None
+        await self._budget.spend(broke, progressed=progressed)
         resp = await self._reopen(self._offset)
         self._resp = resp
         if resp.status == 206:

@@ -15,18 +15,16 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import anyio
 
+from ..budget import Budget
 from ..config import MIB
 from ..digest import Verifier
 from ..errors import TransportError, TransportTimeout
 from ..manifest import Descriptor
+from .endpoint import Endpoint
 from .rawhttp import RawBlobSource, StepAside
-
-if TYPE_CHECKING:
-    from .repo import RegistryRepo
 
 __all__ = ["DirectFetch", "open_direct"]
 
@@ -34,38 +32,45 @@ _BUFFER = MIB
 _STEP = 8 * MIB  # bytes per worker-thread call: progress and cancellation points
 
 
-async def open_direct(repo: RegistryRepo, desc: Descriptor) -> DirectFetch | None:
-    """An opened raw GET of ``desc``, or None when only the ordinary path can do it."""
-    t = repo.transport
-    if not (t.limits.zero_copy and t.plain_http(repo.host) and hasattr(os, "pwrite")):
+async def open_direct(ep: Endpoint, desc: Descriptor, budget: Budget) -> DirectFetch | None:
+    """An opened raw GET of ``desc``, or None when only the ordinary path can do it.
+
+    An error answer (a 503, a 429) is raised for the caller's retry policy,
+    after the host was paused if the answer asked for it.
+    """
+    t = ep.transport
+    if not (t.limits.zero_copy and ep.plain_http and hasattr(os, "pwrite")):
         return None
     if desc.size == 0:
         return None
-    source = RawBlobSource(repo, desc, t.limits.timeouts.read_stall)
+    source = RawBlobSource(ep, desc, budget)
     try:
         await source.open(0)
     except StepAside:
         source.close()
         return None
-    return DirectFetch(source, desc, t.limits.retry.resume_attempts)
+    return DirectFetch(source, desc)
 
 
 class DirectFetch:
     """One blob's bytes, ready to be written at an offset of a file."""
 
-    def __init__(self, source: RawBlobSource, desc: Descriptor, resume_attempts: int) -> None:
+    def __init__(self, source: RawBlobSource, desc: Descriptor) -> None:
         self._source = source
         self._desc = desc
-        self._resume_attempts = resume_attempts
 
     async def write_to(
         self, fd: int, at: int, verifier: Verifier, on_bytes: Callable[[int], None]
     ) -> None:
-        """Write the whole blob at ``at``; ``verifier`` checks size and digest."""
+        """Write the whole blob at ``at``; ``verifier`` checks size and digest.
+
+        A connection that breaks is resumed at the exact offset, spending
+        from the blob's budget like every other path.
+        """
         size = self._desc.size
         buf = bytearray(_BUFFER)
         done = 0
-        resumes = 0
+        failed_at = 0
         source = self._source
         try:
             while done < size:
@@ -79,13 +84,9 @@ class DirectFetch:
                     done += n
                     on_bytes(n)
                     continue
-                if resumes >= self._resume_attempts:
-                    raise TransportError(f"{source.what}: source closed at byte {done} of {size}")
-                resumes += 1
-                try:
-                    await source.open(done)
-                except StepAside as exc:
-                    raise TransportError(f"{source.what}: resume refused ({exc})") from exc
+                broke = TransportError(f"{source.what}: source closed at byte {done} of {size}")
+                await source.resume(done, broke, progressed=done > failed_at)
+                failed_at = done
             verifier.finish()
         finally:
             source.close()

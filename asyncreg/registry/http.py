@@ -10,8 +10,10 @@ in this order:
 3. redirects, followed here (at most 10) rather than by aiohttp, so that a
    redirect to object storage never carries our credentials and an
    https-to-http downgrade is refused;
-4. retries of replayable requests on connection errors, 408, 429 and 5xx, with
-   jittered backoff and ``Retry-After``; a 429 pauses the whole host;
+4. retries of replayable requests on connection errors, 408, 429 and 5xx,
+   spending from the caller's `Budget` (one per blob, so retries never nest)
+   or a fresh one per request; a 429, or a 503 with ``Retry-After``, pauses
+   the whole host (`HostPauses`), and nothing is sent to a paused host;
 5. translation: aiohttp exceptions become `TransportError` /
    `TransportTimeout`, error answers become `RegistryError` subclasses. No
    aiohttp exception leaves this module or `body`.
@@ -20,7 +22,6 @@ in this order:
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
@@ -29,6 +30,7 @@ import anyio
 
 from ..auth.credentials import CredentialProvider
 from ..auth.scope import Scope
+from ..budget import Budget, HostPauses
 from ..config import HostConfig, Limits
 from ..errors import (
     AsyncregError,
@@ -37,9 +39,10 @@ from ..errors import (
     TransportError,
     TransportTimeout,
 )
+from ..tally import Tally, note
 from .answers import error_from_answer
 from .authn import Authenticator
-from .retry import RETRYABLE_STATUS, parse_retry_after, retry_delay
+from .retry import parse_retry_after
 
 __all__ = ["USER_AGENT", "Body", "Transport", "iter_body", "origin", "read_limited", "translate"]
 
@@ -121,7 +124,7 @@ class Transport:
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
         self._ssl: dict[str, ssl.SSLContext | bool] = {}
-        self._paused_until: dict[str, float] = {}
+        self.pauses = HostPauses(limits.retry.retry_after_cap)
         self._ping_locks: dict[str, anyio.Lock] = {}
         self.retries = 0
         self.auth = Authenticator(
@@ -202,19 +205,16 @@ class Transport:
             if state.pinged:
                 return
             url = self.base_url(host) + "/v2/"
-            attempt = 0
+            budget = Budget(self.limits.retry, f"ping {host}")
             while True:
-                attempt += 1
+                await self.pauses.wait(host)
                 try:
                     resp = await self._send("GET", host, url, {}, None, None, what=f"ping {host}")
                     break
                 except TransportError as exc:
                     # The first request of a job gets the same retries as any other.
-                    delay = retry_delay(self.limits.retry, attempt) if exc.retryable else None
-                    if delay is None:
-                        raise
+                    await budget.spend(exc)
                     self.retries += 1
-                    await anyio.sleep(delay)
             async with resp:
                 # Only the challenge matters here: any other answer (even an error)
                 # is left for the real request to report with its own context.
@@ -234,13 +234,15 @@ class Transport:
         ok: Collection[int] = (200,),
         what: str = "",
         follow_redirects: bool | None = None,
+        budget: Budget | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request and return the response for a status in ``ok``.
 
         ``url`` is absolute or a path on ``host``. The caller owns the returned
         response and must release it (``async with resp:``). A streaming body
         is never replayed: any failure with one raises, and the caller re-opens
-        its source.
+        its source. Retries spend from ``budget`` (a blob's, shared with every
+        other request and resume of that blob) or from a budget of their own.
         """
         what = what or f"{method} {url}"
         await self.ping(host)
@@ -250,23 +252,21 @@ class Transport:
         replayable = data is None or isinstance(data, bytes)
         if follow_redirects is None:
             follow_redirects = method in ("GET", "HEAD")
-        policy = self.limits.retry
-        attempt = 0
+        if budget is None:
+            budget = Budget(self.limits.retry, what)
         reauthed = False
         while True:
-            attempt += 1
-            await self._wait_pause(host)
+            await self.pauses.wait(host)
             auth = await self.auth.header(host, scopes)
             try:
                 resp = await self._send_following(
                     method, host, url, headers or {}, data, auth, what, follow_redirects
                 )
             except TransportError as exc:
-                delay = retry_delay(policy, attempt) if exc.retryable and replayable else None
-                if delay is None:
-                    raise
+                if not replayable:
+                    raise  # a consumed stream: the caller re-opens its source
+                await budget.spend(exc)
                 self.retries += 1
-                await anyio.sleep(delay)
                 continue
             status = resp.status
             if status in ok:
@@ -287,6 +287,7 @@ class Transport:
                         status=401,
                         method=method,
                         url=url,
+                        replayable=True,
                     )
             body = b""
             try:
@@ -296,17 +297,26 @@ class Transport:
                 body = b""
             finally:
                 resp.release()
+            self.note_answer(host, status, resp.headers)
             err = error_from_answer(status, resp.headers, body, method=method, url=url, what=what)
-            if status in RETRYABLE_STATUS and replayable:
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                if status == 429:
-                    self._pause(host, retry_after if retry_after is not None else 1.0)
-                delay = retry_delay(policy, attempt, retry_after=retry_after)
-                if delay is not None:
-                    self.retries += 1
-                    await anyio.sleep(delay)
-                    continue
-            raise err
+            if not replayable:
+                raise err
+            await budget.spend(err)
+            self.retries += 1
+
+    def note_answer(self, host: str, status: int, headers: Mapping[str, str]) -> None:
+        """Pause ``host`` when an answer asks for it; every byte path reports answers here.
+
+        RFC 6585 section 4: a 429 "MAY include a Retry-After header indicating
+        how long to wait"; without one we wait a second. RFC 9110 section
+        10.2.3: a 503 with ``Retry-After`` says when the service is back.
+        """
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if status == 429:
+            note(Tally.RATE_LIMITED)
+            self.pauses.pause(host, 1.0 if retry_after is None else retry_after)
+        elif status == 503 and retry_after is not None:
+            self.pauses.pause(host, retry_after)
 
     async def _send_following(
         self,
@@ -367,17 +377,3 @@ class Transport:
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise translate(exc, what) from exc
-
-    # --- host pause (429) -------------------------------------------------
-
-    def _pause(self, host: str, seconds: float) -> None:
-        until = time.monotonic() + min(seconds, self.limits.retry.retry_after_cap)
-        if until > self._paused_until.get(host, 0.0):
-            self._paused_until[host] = until
-
-    async def _wait_pause(self, host: str) -> None:
-        until = self._paused_until.get(host)
-        if until is not None:
-            delay = until - time.monotonic()
-            if delay > 0:
-                await anyio.sleep(delay)

@@ -8,6 +8,12 @@ exactly (so the socket is left at the first body byte), refuses with
 `StepAside` anything it cannot handle exactly (a redirect, a 401, chunked
 framing, a size that does not match), and reopens at a byte offset with
 ``Range`` when a transfer breaks.
+
+These sockets obey the same rules as the aiohttp transport: nothing is sent
+to a host while it is paused, every error answer goes through
+`Transport.note_answer` (so a 429 here pauses the host for every task) and
+becomes the same `RegistryError` the transport would raise, and a resume
+spends from the blob's `Budget`.
 """
 
 from __future__ import annotations
@@ -15,22 +21,20 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
+from multidict import CIMultiDict
 
-from ..errors import (
-    TransportError,
-    TransportTimeout,
-)
+from ..budget import Budget
+from ..errors import AsyncregError, TransportError, TransportTimeout
 from ..manifest import Descriptor
+from .answers import error_from_answer
+from .endpoint import Endpoint
 from .http import USER_AGENT
 
-if TYPE_CHECKING:
-    from .repo import RegistryRepo
-
 __all__ = [
+    "Head",
     "RawBlobSource",
     "StepAside",
     "connect",
@@ -49,9 +53,9 @@ class StepAside(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Head:
+class Head:
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
 
 
 async def wait_socket(sock: socket.socket, *, write: bool, stall: float, what: str) -> None:
@@ -101,7 +105,7 @@ async def send_all(sock: socket.socket, data: bytes, stall: float, what: str) ->
         view = view[n:]
 
 
-async def read_head(sock: socket.socket, stall: float, what: str) -> _Head:
+async def read_head(sock: socket.socket, stall: float, what: str) -> Head:
     """Read a response head exactly (peek, then consume up to the blank line)."""
     got = b""
     while True:
@@ -126,15 +130,15 @@ async def read_head(sock: socket.socket, stall: float, what: str) -> _Head:
         status = int(lines[0].split(" ", 2)[1])
     except (IndexError, ValueError) as exc:
         raise TransportError(f"{what}: malformed status line {lines[0][:100]!r}") from exc
-    headers: dict[str, str] = {}
+    headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
         if ":" in line:
             key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-    return _Head(status, headers)
+            headers.add(key.strip(), value.strip())
+    return Head(status, headers)
 
 
-async def read_small_body(sock: socket.socket, head: _Head, stall: float, what: str) -> bytes:
+async def read_small_body(sock: socket.socket, head: Head, stall: float, what: str) -> bytes:
     length = int(head.headers.get("content-length", "0") or 0)
     body = b""
     while len(body) < min(length, _HEAD_LIMIT):
@@ -163,32 +167,41 @@ def request_bytes(method: str, url: str, host: str, headers: dict[str, str]) -> 
 class RawBlobSource:
     """The source blob's GET, reopened with ``Range`` when it breaks."""
 
-    def __init__(self, repo: RegistryRepo, desc: Descriptor, stall: float) -> None:
-        self.repo = repo
+    def __init__(self, ep: Endpoint, desc: Descriptor, budget: Budget) -> None:
+        self.ep = ep
         self.desc = desc
-        self.stall = stall
-        self.what = f"blob {repo.name}@{desc.digest}"
+        self.budget = budget
+        self.stall = ep.transport.limits.timeouts.read_stall
+        self.what = f"blob {ep.name}@{desc.digest}"
         self.sock: socket.socket | None = None
 
     async def open(self, offset: int) -> None:
-        """Connect and read the head; position the socket at byte ``offset`` of the body."""
+        """Connect and read the head; position the socket at byte ``offset`` of the body.
+
+        `StepAside` for what only the aiohttp path can do (a redirect, a 401
+        challenge, other framing); the registry's error for an error answer.
+        """
         self.close()
-        t = self.repo.transport
-        await t.ping(self.repo.host)
-        url = t.base_url(self.repo.host) + f"/v2/{self.repo.name}/blobs/{self.desc.digest}"
+        ep, t = self.ep, self.ep.transport
+        await t.ping(ep.host)
+        await t.pauses.wait(ep.host)
+        url = ep.url(f"/v2/{ep.name}/blobs/{self.desc.digest}")
         headers = {"Accept-Encoding": "identity"}
-        auth = await t.auth.header(self.repo.host, self.repo.pull_scopes)
+        auth = await t.auth.header(ep.host, ep.pull_scopes)
         if auth:
             headers["Authorization"] = auth
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        sock = await connect(self.repo.host, self.stall, self.what)
+        sock = await connect(ep.host, self.stall, self.what)
         self.sock = sock
-        await send_all(
-            sock, request_bytes("GET", url, self.repo.host, headers), self.stall, self.what
-        )
+        await send_all(sock, request_bytes("GET", url, ep.host, headers), self.stall, self.what)
         head = await read_head(sock, self.stall, self.what)
         h = head.headers
+        if head.status >= 400 and head.status != 401:
+            body = await read_small_body(sock, head, self.stall, self.what)
+            self.close()
+            t.note_answer(ep.host, head.status, h)
+            raise error_from_answer(head.status, h, body, method="GET", url=url, what=self.what)
         plain = h.get("transfer-encoding") is None and h.get("content-encoding", "identity") in (
             "identity",
             "",
@@ -198,6 +211,23 @@ class RawBlobSource:
             raise StepAside(f"source answered {head.status}")
         if head.status == 200 and offset:
             await self._discard(offset)
+
+    async def resume(self, offset: int, broke: AsyncregError, *, progressed: bool) -> None:
+        """Spend from the budget for ``broke``, then re-open at ``offset`` (until it opens).
+
+        A source that will no longer serve the raw GET in the middle of a
+        transfer (a redirect or a challenge now) cannot hand over to another
+        path with bytes already sent: that is a final failure of this try.
+        """
+        while True:
+            await self.budget.spend(broke, progressed=progressed)
+            try:
+                await self.open(offset)
+                return
+            except StepAside as exc:
+                raise TransportError(f"{self.what}: resume refused ({exc})") from exc
+            except AsyncregError as exc:
+                broke, progressed = exc, False
 
     async def _discard(self, n: int) -> None:
         sock = self.sock
@@ -213,6 +243,7 @@ class RawBlobSource:
             n -= len(chunk)
 
     def close(self) -> None:
+        """Close the socket (idempotent)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None

@@ -15,9 +15,12 @@ source answers 200 with the declared size, and the upload ``Location`` stays on
 the target's origin. Anything else (a redirect, a 401, chunked framing) makes
 it step aside *before* the upload starts, and the caller takes the ordinary
 streaming path. A source that breaks mid-body is resumed with ``Range`` at the
-exact offset, as the streaming path does. The target registry verifies the
-digest of what it receives; the relay counts bytes and never sends more or
-fewer than the declared size.
+exact offset, as the streaming path does, spending from the same `Budget`.
+The target registry verifies the digest of what it receives; the relay counts
+bytes and never sends more or fewer than the declared size. An error answer
+to the PUT (a 503, a 429, a 413) is raised as the `RegistryError` the
+aiohttp path would raise, so the caller's policy (retry, pause, chunked
+fallback) is the same on both.
 """
 
 from __future__ import annotations
@@ -26,20 +29,18 @@ import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import anyio
 
-from ..errors import (
-    DigestMismatchError,
-    SizeMismatchError,
-    TransportError,
-)
+from ..budget import Budget
+from ..errors import AsyncregError, SizeMismatchError, TransportError
 from ..manifest import Descriptor
 from .answers import error_from_answer
+from .endpoint import Endpoint
 from .http import origin
 from .rawhttp import (
+    Head,
     RawBlobSource,
     StepAside,
     connect,
@@ -49,9 +50,7 @@ from .rawhttp import (
     send_all,
     wait_socket,
 )
-
-if TYPE_CHECKING:
-    from .repo import RegistryRepo
+from .upload import Upload, refused_digest
 
 __all__ = ["SPLICE_AVAILABLE", "relay_blob", "send_file_blob"]
 
@@ -59,18 +58,21 @@ SPLICE_AVAILABLE = hasattr(os, "splice") and hasattr(os, "SPLICE_F_NONBLOCK")
 _PIPE_SIZE = 1024 * 1024
 _F_SETPIPE_SZ = 1031
 _SENDFILE_STEP = 8 * 1024 * 1024
+_EARLY_ANSWER_WAIT = 1.0
 
 
 async def relay_blob(
-    dst: RegistryRepo, src: RegistryRepo, desc: Descriptor, on_bytes: Callable[[int], None]
+    dst: Endpoint,
+    src: Endpoint,
+    desc: Descriptor,
+    on_bytes: Callable[[int], None],
+    budget: Budget,
 ) -> None:
     """Move ``desc`` from ``src`` to ``dst`` with ``splice``; raise `StepAside` to decline."""
-    t = dst.transport
-    stall = t.limits.timeouts.read_stall
-    if not (SPLICE_AVAILABLE and src.transport.plain_http(src.host)):
+    if not (SPLICE_AVAILABLE and src.plain_http):
         raise StepAside("not a plain-HTTP source on Linux")
     _check_target(dst, desc)
-    source = RawBlobSource(src, desc, stall)
+    source = RawBlobSource(src, desc, budget)
     await source.open(0)  # may step aside: nothing was uploaded yet
     pipe_r, pipe_w = os.pipe()
     try:
@@ -82,9 +84,9 @@ async def relay_blob(
             pass
 
         async def body(sink: socket.socket, what: str) -> None:
-            await _pump(source, sink, pipe_r, pipe_w, desc.size, on_bytes, stall, src, what)
+            await _pump(source, sink, pipe_r, pipe_w, desc.size, on_bytes, what)
 
-        await _raw_put(dst, desc, body)
+        await _raw_put(dst, desc, body, budget)
     finally:
         source.close()
         os.close(pipe_r)
@@ -92,7 +94,12 @@ async def relay_blob(
 
 
 async def send_file_blob(
-    dst: RegistryRepo, path: str, offset: int, desc: Descriptor, on_bytes: Callable[[int], None]
+    dst: Endpoint,
+    path: str,
+    offset: int,
+    desc: Descriptor,
+    on_bytes: Callable[[int], None],
+    budget: Budget,
 ) -> None:
     """Upload ``desc`` from bytes ``offset..offset+size`` of a file with ``sendfile``.
 
@@ -122,33 +129,33 @@ async def send_file_blob(
                 sent += n
                 on_bytes(n)
 
-        await _raw_put(dst, desc, body)
+        await _raw_put(dst, desc, body, budget)
     finally:
         await anyio.to_thread.run_sync(f.close)
 
 
-def _check_target(dst: RegistryRepo, desc: Descriptor) -> None:
-    if not dst.transport.plain_http(dst.host):
+def _check_target(dst: Endpoint, desc: Descriptor) -> None:
+    if not dst.plain_http:
         raise StepAside("TLS target")
-    if dst.chunked_uploads or desc.size == 0:
+    if dst.chunked or desc.size == 0:
         raise StepAside("chunked upload or empty blob")
 
 
 async def _raw_put(
-    dst: RegistryRepo,
+    dst: Endpoint,
     desc: Descriptor,
     body: Callable[[socket.socket, str], Awaitable[None]],
+    budget: Budget,
 ) -> None:
     """POST an upload session, then one raw ``PUT`` whose body ``body`` sends.
 
     The session is cancelled (DELETE) unless the registry accepted the blob.
-    A refused digest becomes `DigestMismatchError`.
+    A refused digest becomes `DigestMismatchError`; any other error answer is
+    the registry's error, for the caller's retry policy.
     """
-    from .upload import Upload
-
     t = dst.transport
     stall = t.limits.timeouts.read_stall
-    upload: Upload | None = await Upload.start(dst, desc)
+    upload: Upload | None = await Upload.start(dst, desc, budget)
     sink: socket.socket | None = None
     try:
         assert upload is not None
@@ -164,19 +171,29 @@ async def _raw_put(
         if auth:
             headers["Authorization"] = auth
         what = f"upload {desc.digest} to {dst.name}"
+        await t.pauses.wait(dst.host)
         sink = await connect(dst.host, stall, what)
-        await send_all(sink, request_bytes("PUT", url, dst.host, headers), stall, what)
-        await body(sink, what)
-        head = await read_head(sink, stall, what)
+        try:
+            await send_all(sink, request_bytes("PUT", url, dst.host, headers), stall, what)
+            await body(sink, what)
+        except TransportError:
+            # A registry (or a proxy) may answer before it has read the body (a 413,
+            # a 429) and close: that answer, not the broken send, is what happened.
+            early = await _early_answer(sink, what)
+            if early is None:
+                raise
+            head = early
+        else:
+            head = await read_head(sink, stall, what)
         if head.status not in (201, 204):
             answer = await read_small_body(sink, head, stall, what)
-            err = error_from_answer(head.status, head.headers, answer, method="PUT", url=url)
-            if "DIGEST_INVALID" in err.codes or "SIZE_INVALID" in err.codes:
-                raise DigestMismatchError(
-                    f"{dst.name}: the registry refused {desc.digest}: the bytes sent do not"
-                    f" match the digest or size ({', '.join(err.codes)})",
-                    expected=str(desc.digest),
-                ) from err
+            t.note_answer(dst.host, head.status, head.headers)
+            err = error_from_answer(
+                head.status, head.headers, answer, method="PUT", url=url, what=what
+            )
+            refused = refused_digest(dst, desc, err)
+            if refused is not None:
+                raise refused from err
             raise err
         upload = None  # accepted: nothing to cancel
     finally:
@@ -187,6 +204,14 @@ async def _raw_put(
                 await upload.cancel()
 
 
+async def _early_answer(sink: socket.socket, what: str) -> Head | None:
+    """The response head already sent on a connection whose request broke, or None."""
+    try:
+        return await read_head(sink, _EARLY_ANSWER_WAIT, what)
+    except AsyncregError:
+        return None
+
+
 async def _pump(
     source: RawBlobSource,
     sink: socket.socket,
@@ -194,16 +219,14 @@ async def _pump(
     pipe_w: int,
     size: int,
     on_bytes: Callable[[int], None],
-    stall: float,
-    src: RegistryRepo,
     what: str,
 ) -> None:
     """Splice exactly ``size`` bytes from the source socket to the sink socket."""
     flags = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
+    stall = source.stall
     moved = 0
     in_pipe = 0
-    resumes = 0
-    limit = src.transport.limits.retry.resume_attempts
+    failed_at = 0
     while moved < size:
         if in_pipe == 0:
             sock = source.sock
@@ -216,13 +239,9 @@ async def _pump(
             except OSError:
                 n = 0
             if n == 0:  # the source broke or closed early: resume at the exact offset
-                if resumes >= limit:
-                    raise TransportError(f"{source.what}: source closed at byte {moved} of {size}")
-                resumes += 1
-                try:
-                    await source.open(moved)
-                except StepAside as exc:
-                    raise TransportError(f"{source.what}: resume refused ({exc})") from exc
+                broke = TransportError(f"{source.what}: source closed at byte {moved} of {size}")
+                await source.resume(moved, broke, progressed=moved > failed_at)
+                failed_at = moved
                 continue
             in_pipe = n
         try:

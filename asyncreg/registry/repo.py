@@ -22,25 +22,27 @@ import anyio
 
 from .. import mediatypes as mt
 from ..auth.scope import Scope
+from ..budget import Budget, run_attempts
 from ..digest import Digest
 from ..errors import (
+    AuthError,
     DigestMismatchError,
     ManifestError,
     NotFoundError,
     RegistryError,
-    TransportError,
 )
 from ..manifest import Descriptor, Manifest
 from ..reference import Reference
 from ..referrers import fallback_add, fallback_list
 from ..store import BlobSource, BlobStream, FileBlobSource
 from .blobstream import RegistryBlobStream
+from .endpoint import Endpoint
 from .fetch import DirectFetch, open_direct
 from .http import Transport, read_limited
 from .paging import paged_list
 from .rawhttp import StepAside
 from .relay import relay_blob, send_file_blob
-from .upload import upload_blob
+from .upload import Upload, upload_once
 
 __all__ = ["RegistryRepo"]
 
@@ -58,10 +60,9 @@ class RegistryRepo:
         self.ref = ref
         self.name = ref.repository
         self._host = ref.api_host
-        self.pull_scopes: tuple[Scope, ...] = (Scope("repository", self.name, frozenset({"pull"})),)
-        self.push_scopes: tuple[Scope, ...] = (
-            Scope("repository", self.name, frozenset({"pull", "push"})),
-        )
+        self.endpoint = Endpoint(transport, self._host, self.name)
+        self.pull_scopes: tuple[Scope, ...] = self.endpoint.pull_scopes
+        self.push_scopes: tuple[Scope, ...] = self.endpoint.push_scopes
         self._referrers_api: bool | None = None
         self._fallback_locks: dict[str, anyio.Lock] = {}
 
@@ -78,7 +79,12 @@ class RegistryRepo:
     @property
     def chunked_uploads(self) -> bool:
         """Whether this host is configured to receive uploads in chunks."""
-        return self.transport.host_config(self._host).chunked_upload
+        return self.endpoint.chunked
+
+    @property
+    def max_manifest_push(self) -> int:
+        """The largest manifest this registry is sent (distribution refuses over 4 MiB)."""
+        return self.transport.limits.max_manifest_push
 
     def _limits_manifest(self) -> int:
         return self.transport.limits.max_manifest_size
@@ -219,10 +225,17 @@ class RegistryRepo:
                 return None
             return resp.content_length if resp.content_length is not None else -1
 
-    async def blob_open(self, desc: Descriptor, *, verify: bool = True) -> BlobStream:
-        """GET the blob as a size-checked (and, with ``verify``, hash-checked) stream."""
+    async def blob_open(
+        self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
+    ) -> BlobStream:
+        """GET the blob as a size-checked (and, with ``verify``, hash-checked) stream.
+
+        The GET and every resume after a broken connection spend from
+        ``budget`` (distribution-spec end-2; resumes use ``Range``).
+        """
         what = f"blob {self.name}@{desc.digest}"
         path = f"/v2/{self.name}/blobs/{desc.digest}"
+        spend = budget if budget is not None else Budget(self.transport.limits.retry, what)
 
         async def reopen(offset: int) -> aiohttp.ClientResponse:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -234,6 +247,7 @@ class RegistryRepo:
                 headers=headers,
                 ok=(200, 206),
                 what=what,
+                budget=spend,
             )
 
         resp = await reopen(0)
@@ -244,77 +258,100 @@ class RegistryRepo:
                 f"{what}: registry announces {length} bytes, the descriptor says {desc.size}"
             )
         return RegistryBlobStream(
-            resp,
-            desc.digest,
-            desc.size,
-            reopen,
-            verify=verify,
-            resume_attempts=self.transport.limits.retry.resume_attempts,
-            what=what,
+            resp, desc.digest, desc.size, reopen, verify=verify, budget=spend, what=what
         )
 
-    async def blob_put(self, desc: Descriptor, source: BlobSource) -> None:
-        """Upload the blob from ``source`` (POST then streaming PUT, chunked fallback)."""
-        await upload_blob(self, desc, source)
+    async def blob_put(
+        self,
+        desc: Descriptor,
+        source: BlobSource,
+        *,
+        budget: Budget | None = None,
+        chunked: bool = False,
+    ) -> None:
+        """Upload the blob from ``source`` (POST then streaming PUT, or PATCH chunks).
+
+        With a ``budget``, one attempt; without, attempts until the policy gives
+        up, falling back to chunks when the registry refuses one PUT.
+        """
+        chunked = chunked or self.chunked_uploads
+        if budget is not None:
+            await upload_once(self.endpoint, desc, source, budget=budget, chunked=chunked)
+            return
+        own = Budget(self.transport.limits.retry, f"upload {desc.digest}")
+
+        async def attempt(chunks: bool) -> None:
+            await upload_once(self.endpoint, desc, source, budget=own, chunked=chunks)
+
+        await run_attempts(own, attempt, chunked=chunked)
 
     async def relay_blob(
-        self, desc: Descriptor, source: object, on_bytes: Callable[[int], None]
+        self,
+        desc: Descriptor,
+        source: object,
+        on_bytes: Callable[[int], None],
+        budget: Budget,
     ) -> bool:
         """Move the blob without passing it through Python, when the target is plain HTTP.
 
         From another plain-HTTP registry with ``splice``, from a file (a layout
         or tar) with ``sendfile`` (see `relay`). False, having uploaded
         nothing, when that cannot be done exactly; the caller then streams it.
+        Any other failure is this attempt's, raised for the caller's policy.
         """
         if not self.transport.limits.zero_copy:
             return False
         try:
             if isinstance(source, RegistryRepo):
-                await relay_blob(self, source, desc, on_bytes)
+                await relay_blob(self.endpoint, source.endpoint, desc, on_bytes, budget)
             elif isinstance(source, FileBlobSource):
                 where = await source.blob_file(desc)
                 if where is None:
                     return False
-                await send_file_blob(self, where[0], where[1], desc, on_bytes)
+                await send_file_blob(self.endpoint, where[0], where[1], desc, on_bytes, budget)
             else:
                 return False
         except StepAside:
             return False
-        except TransportError:
-            # The upload session was cancelled: nothing is half-written, and the
-            # streaming path (with its own retries) can take over.
-            return False
         return True
 
-    async def open_direct(self, desc: Descriptor) -> DirectFetch | None:
+    async def open_direct(self, desc: Descriptor, budget: Budget) -> DirectFetch | None:
         """Open the blob for a file writer's worker thread (plain HTTP only), or None."""
-        return await open_direct(self, desc)
+        return await open_direct(self.endpoint, desc, budget)
 
     async def mount_blob(self, desc: Descriptor, source: object) -> bool:
-        """Cross-repository mount from another repository of the same registry."""
+        """Cross-repository mount from another repository of the same registry.
+
+        distribution-spec end-11: ``POST ...?mount=<digest>&from=<repo>`` answers
+        201 when mounted. Any refusal is an ordinary "no", and the blob is
+        uploaded instead: a 202 (an upload session we DELETE at once), and also
+        401/403 (a token without ``pull`` on the other repository, which
+        registries answer with ``insufficient_scope``) and 404.
+        """
         if not isinstance(source, RegistryRepo) or source.host != self._host:
             return False
         if source.name == self.name:
             return False
         scopes = (*source.pull_scopes, *self.push_scopes)
         query = urlencode({"mount": str(desc.digest), "from": source.name})
-        resp = await self.transport.request(
-            "POST",
-            self._host,
-            f"/v2/{self.name}/blobs/uploads/?{query}",
-            scopes=scopes,
-            headers={"Content-Length": "0"},
-            data=b"",
-            ok=(201, 202),
-            what=f"mount {desc.digest} from {source.name} into {self.name}",
-        )
+        try:
+            resp = await self.transport.request(
+                "POST",
+                self._host,
+                f"/v2/{self.name}/blobs/uploads/?{query}",
+                scopes=scopes,
+                headers={"Content-Length": "0"},
+                data=b"",
+                ok=(201, 202),
+                what=f"mount {desc.digest} from {source.name} into {self.name}",
+            )
+        except (AuthError, NotFoundError):
+            return False
         async with resp:
             mounted = resp.status == 201
             location = resp.headers.get("Location")
         if not mounted and location:
-            from .upload import Upload
-
-            await Upload(self, desc, _absolute(self, location), 0).cancel()
+            await Upload(self.endpoint, desc, self.endpoint.url(location), 0).cancel()
         return mounted
 
     # --- tags and referrers ------------------------------------------------
@@ -359,9 +396,3 @@ class RegistryRepo:
         lock = self._fallback_locks.setdefault(tag, anyio.Lock())
         async with lock:
             await fallback_add(self, manifest)
-
-
-def _absolute(repo: RegistryRepo, location: str) -> str:
-    if location.startswith(("http://", "https://")):
-        return location
-    return repo.transport.base_url(repo.host) + location

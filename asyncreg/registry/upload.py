@@ -1,47 +1,48 @@
 """Blob uploads: the distribution spec's POST-then-PUT, with a chunked fallback.
 
-The fast path is two requests: ``POST /v2/<name>/blobs/uploads/`` opens a
-session, then one streaming ``PUT <location>?digest=...`` with a known
-``Content-Length`` sends the whole blob (the source stream is consumed once,
-never buffered whole). A registry that refuses the monolithic form (405, 413,
-501), or a host configured for it, gets ``PATCH`` chunks of bounded size
-(at least its ``OCI-Chunk-Min-Length``), each sent to the newest ``Location``,
-then a closing ``PUT``. A failed session is cancelled with ``DELETE``.
+One attempt (`upload_once`) is two requests: ``POST /v2/<name>/blobs/uploads/``
+opens a session (distribution-spec end-4a), then one streaming ``PUT
+<location>?digest=...`` with a known ``Content-Length`` sends the whole blob
+(end-6; the source stream is consumed once, never buffered whole). In
+chunked mode (a host configured for it, or after a registry refused the
+monolithic form with 405/413/501) the body goes as ``PATCH`` chunks of bounded
+size (end-5; at least the registry's ``OCI-Chunk-Min-Length``), each sent to
+the newest ``Location``, then a closing ``PUT``. A failed session is cancelled
+with ``DELETE``, using the newest
+``Location``.
+
+Retrying is not done here: the caller's `Budget` covers every attempt of a
+blob (see `budget.run_attempts`), and the requests made here spend from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode, urljoin
 
 import anyio
 
-from ..errors import AsyncregError, DigestMismatchError, RegistryError
+from ..budget import Budget
+from ..errors import AsyncregError, DigestMismatchError, Interrupted, RegistryError
 from ..manifest import Descriptor
 from ..store import BlobSource, BlobStream
+from .endpoint import Endpoint
 
-if TYPE_CHECKING:
-    from .repo import RegistryRepo
-
-__all__ = ["REFUSED_MONOLITHIC", "Upload"]
-
-#: Statuses with which a registry says "not like that": try chunked instead.
-REFUSED_MONOLITHIC = frozenset({405, 413, 501})
+__all__ = ["Upload", "refused_digest", "upload_once"]
 
 
 class Upload:
     """One upload session of one blob to one repository."""
 
-    def __init__(self, repo: RegistryRepo, desc: Descriptor, location: str, min_chunk: int) -> None:
-        self.repo = repo
+    def __init__(self, ep: Endpoint, desc: Descriptor, location: str, min_chunk: int) -> None:
+        self.ep = ep
         self.desc = desc
         self.location = location
         self.min_chunk = min_chunk
-        self.what = f"upload {desc.digest} to {repo.name}"
+        self.what = f"upload {desc.digest} to {ep.name}"
 
     @classmethod
-    async def start(cls, repo: RegistryRepo, desc: Descriptor) -> Upload:
+    async def start(cls, ep: Endpoint, desc: Descriptor, budget: Budget | None = None) -> Upload:
         """``POST`` a new upload session and remember its ``Location``.
 
         The POST is shielded from cancellation: a job cancelled while it is in
@@ -49,32 +50,33 @@ class Upload:
         can DELETE it instead of leaving it open on the registry.
         """
         with anyio.CancelScope(shield=True):
-            resp = await repo.transport.request(
+            resp = await ep.transport.request(
                 "POST",
-                repo.host,
-                f"/v2/{repo.name}/blobs/uploads/",
-                scopes=repo.push_scopes,
+                ep.host,
+                f"/v2/{ep.name}/blobs/uploads/",
+                scopes=ep.push_scopes,
                 headers={"Content-Length": "0"},
                 data=b"",
                 ok=(202,),
-                what=f"start upload of {desc.digest} to {repo.name}",
+                what=f"start upload of {desc.digest} to {ep.name}",
+                budget=budget,
             )
             async with resp:
                 location = _location(resp.headers.get("Location"), resp.url.human_repr())
                 min_chunk = _int(resp.headers.get("OCI-Chunk-Min-Length"))
-        return cls(repo, desc, location, min_chunk)
+        return cls(ep, desc, location, min_chunk)
 
     def _url(self, **params: str) -> str:
         sep = "&" if "?" in self.location else "?"
         return self.location + (sep + urlencode(params) if params else "")
 
     async def put_monolithic(self, stream: BlobStream) -> None:
-        """One streaming ``PUT`` of the whole blob."""
-        resp = await self.repo.transport.request(
+        """One streaming ``PUT`` of the whole blob (end-6); never replayed here."""
+        resp = await self.ep.transport.request(
             "PUT",
-            self.repo.host,
+            self.ep.host,
             self._url(digest=str(self.desc.digest)),
-            scopes=self.repo.push_scopes,
+            scopes=self.ep.push_scopes,
             headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(self.desc.size),
@@ -85,21 +87,35 @@ class Upload:
         )
         resp.release()
 
-    async def put_chunked(self, stream: BlobStream, chunk_size: int) -> None:
-        """``PATCH`` bounded chunks, then the closing ``PUT``."""
+    async def put_chunked(
+        self,
+        stream: BlobStream,
+        chunk_size: int,
+        budget: Budget | None = None,
+        *,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """``PATCH`` bounded chunks (end-5), then the closing ``PUT`` (end-6).
+
+        ``stop`` is asked at every chunk boundary: when it says so (the job is
+        being interrupted) the upload ends there, and the caller DELETEs the
+        session with its newest ``Location``, which a registry can honour.
+        """
         size = max(chunk_size, self.min_chunk)
         offset = 0
         buf = bytearray()
 
         async def flush() -> None:
             nonlocal offset
+            if stop():
+                raise Interrupted(f"{self.what}: stopped at byte {offset}, the job is stopping")
             data = bytes(buf)
             buf.clear()
-            resp = await self.repo.transport.request(
+            resp = await self.ep.transport.request(
                 "PATCH",
-                self.repo.host,
+                self.ep.host,
                 self.location,
-                scopes=self.repo.push_scopes,
+                scopes=self.ep.push_scopes,
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(len(data)),
@@ -108,6 +124,7 @@ class Upload:
                 data=data,
                 ok=(202,),
                 what=self.what,
+                budget=budget,
             )
             async with resp:
                 self.location = _location(resp.headers.get("Location"), self.location)
@@ -122,26 +139,27 @@ class Upload:
                 buf += rest
         if buf:
             await flush()
-        resp = await self.repo.transport.request(
+        resp = await self.ep.transport.request(
             "PUT",
-            self.repo.host,
+            self.ep.host,
             self._url(digest=str(self.desc.digest)),
-            scopes=self.repo.push_scopes,
+            scopes=self.ep.push_scopes,
             headers={"Content-Length": "0"},
             data=b"",
             ok=(201, 204),
             what=self.what,
+            budget=budget,
         )
         resp.release()
 
     async def cancel(self) -> None:
         """Best-effort ``DELETE`` of the session so the registry can drop partial data."""
         try:
-            resp = await self.repo.transport.request(
+            resp = await self.ep.transport.request(
                 "DELETE",
-                self.repo.host,
+                self.ep.host,
                 self.location,
-                scopes=self.repo.push_scopes,
+                scopes=self.ep.push_scopes,
                 ok=(200, 202, 204, 404),
                 what=f"cancel {self.what}",
             )
@@ -150,50 +168,50 @@ class Upload:
             pass
 
 
-async def upload_blob(repo: RegistryRepo, desc: Descriptor, source: BlobSource) -> None:
-    """Upload ``desc`` from ``source``, re-opening the source for each retry."""
-    chunked = repo.chunked_uploads
-    attempts = repo.transport.limits.retry.attempts
-    last: AsyncregError | None = None
-    for _ in range(attempts):
-        upload = await Upload.start(repo, desc)
-        stream: BlobStream | None = None
-        try:
-            stream = await source()
-            if chunked:
-                await upload.put_chunked(stream, repo.transport.limits.upload_chunk_size)
-            else:
-                await upload.put_monolithic(stream)
-            return
-        except RegistryError as exc:
-            await upload.cancel()
-            if "DIGEST_INVALID" in exc.codes or "SIZE_INVALID" in exc.codes:
-                raise DigestMismatchError(
-                    f"{repo.name}: the registry refused {desc.digest}: the bytes sent do not"
-                    f" match the digest or size ({', '.join(exc.codes)})",
-                    expected=str(desc.digest),
-                ) from exc
-            if exc.status in REFUSED_MONOLITHIC and not chunked:
-                chunked = True
-            elif not (exc.retryable or exc.status == 401):
-                raise
-            last = exc
-        except AsyncregError as exc:
-            await upload.cancel()
-            if not getattr(exc, "retryable", False):
-                raise
-            last = exc
-        except BaseException:
-            # Cancelled (a sibling failed) or interrupted: drop the session anyway.
-            with anyio.CancelScope(shield=True):
-                await upload.cancel()
+def refused_digest(
+    ep: Endpoint, desc: Descriptor, err: RegistryError
+) -> DigestMismatchError | None:
+    """The integrity error for a registry that refused the bytes sent, or None."""
+    if "DIGEST_INVALID" in err.codes or "SIZE_INVALID" in err.codes:
+        return DigestMismatchError(
+            f"{ep.name}: the registry refused {desc.digest}: the bytes sent do not"
+            f" match the digest or size ({', '.join(err.codes)})",
+            expected=str(desc.digest),
+        )
+    return None
+
+
+async def upload_once(
+    ep: Endpoint,
+    desc: Descriptor,
+    source: BlobSource,
+    *,
+    budget: Budget,
+    chunked: bool,
+) -> None:
+    """One attempt: open a session, send ``source``'s bytes, or DELETE the session."""
+    upload: Upload | None = await Upload.start(ep, desc, budget)
+    stream: BlobStream | None = None
+    try:
+        assert upload is not None
+        stream = await source()
+        if chunked:
+            limits = ep.transport.limits
+            await upload.put_chunked(stream, limits.upload_chunk_size, budget, stop=budget.stopping)
+        else:
+            await upload.put_monolithic(stream)
+        upload = None  # accepted: nothing to cancel
+    except RegistryError as exc:
+        refused = refused_digest(ep, desc, exc)
+        if refused is None:
             raise
-        finally:
+        raise refused from exc
+    finally:
+        with anyio.CancelScope(shield=True):
+            if upload is not None:
+                await upload.cancel()
             if stream is not None:
-                with anyio.CancelScope(shield=True):
-                    await stream.aclose()
-    assert last is not None
-    raise last
+                await stream.aclose()
 
 
 async def _iterate(stream: BlobStream) -> AsyncIterator[bytes]:

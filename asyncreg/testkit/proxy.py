@@ -21,15 +21,23 @@ test servers (start on a free loopback port in the running event loop).
 
 Everything runs in the caller's event loop: use the servers as async context
 managers inside the test.
+
+Either side may speak TLS: a server given an ``ssl_context`` serves HTTPS
+(`LoopbackTLS` issues a throw-away CA and a loopback certificate for it), and
+`FaultProxy` trusts the CA file ``upstream_ca_file`` when its upstream is an
+HTTPS registry, so faults can be injected between a client and a TLS registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -51,6 +59,7 @@ __all__ = [
     "IgnoreRange",
     "LieLength",
     "LoopbackServer",
+    "LoopbackTLS",
     "RecordedRequest",
     "Rewrite",
     "Rule",
@@ -238,6 +247,9 @@ class RecordedRequest:
 
     ``status`` is the status line sent, None while none has been sent (in
     flight, or `Drop`); ``actions`` names the rule actions applied to it.
+    ``at`` is `time.monotonic` when the request arrived, ``answered_at`` when
+    its status line was about to be sent (None like ``status``), so tests can
+    check what a client did while it was told to wait.
     """
 
     method: str
@@ -247,6 +259,8 @@ class RecordedRequest:
     headers: CIMultiDictProxy[str]
     status: int | None = None
     actions: tuple[str, ...] = ()
+    at: float = field(default_factory=time.monotonic)
+    answered_at: float | None = None
 
 
 _RECORD_KEY = web.RequestKey("asyncreg_fault_record", RecordedRequest)
@@ -274,16 +288,23 @@ class ForwardOptions:
     rewrites: tuple[Rewrite, ...] = ()
 
 
-def upstream_session() -> aiohttp.ClientSession:
+def upstream_session(ca_file: str | os.PathLike[str] | None = None) -> aiohttp.ClientSession:
     """A client session for forwarding: byte-exact, no cookies, no added headers, no timeout.
 
     No ``auto_decompress`` (bodies must reach the client as the registry sent
     them), no default ``Accept``/``User-Agent``/``Content-Type`` (the upstream
     must see the client's headers, not aiohttp's) and no total timeout (a
-    throttled 64 MiB upload is allowed to take its time).
+    throttled 64 MiB upload is allowed to take its time). ``ca_file`` is a PEM
+    CA bundle to trust (verified TLS to an HTTPS upstream signed by a test CA);
+    without it the system's trust store applies.
     """
+    connector = (
+        aiohttp.TCPConnector(limit=0)
+        if ca_file is None
+        else aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context(cafile=str(ca_file)))
+    )
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),
+        connector=connector,
         auto_decompress=False,
         skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -506,6 +527,44 @@ async def _relay(
 # --- servers ---------------------------------------------------------------------------
 
 
+class LoopbackTLS:
+    """A throw-away CA (from ``trustme``) and a server certificate it signed.
+
+    The certificate names the loopback addresses (``127.0.0.1``, ``127.0.0.2``
+    and ``localhost`` unless ``names`` says otherwise). Give `server_context`
+    to a `LoopbackServer` and `write_ca` (or `client_context`) to the client.
+    """
+
+    def __init__(self, names: Iterable[str] = ("127.0.0.1", "127.0.0.2", "localhost")) -> None:
+        import trustme
+
+        self._ca = trustme.CA()
+        self._cert = self._ca.issue_cert(*names)
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA certificate, PEM."""
+        return bytes(self._ca.cert_pem.bytes())
+
+    def write_ca(self, path: str | os.PathLike[str]) -> Path:
+        """Write the CA certificate (PEM) to ``path`` and return it, for ``ca_file=`` settings."""
+        out = Path(path)
+        out.write_bytes(self.ca_pem)
+        return out
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server-side context presenting the certificate."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._cert.configure_cert(context)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client-side context trusting the CA (hostnames verified)."""
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        return context
+
+
 class LoopbackServer:
     """An aiohttp application on a loopback address and a free port, in the running loop.
 
@@ -514,10 +573,14 @@ class LoopbackServer:
     cancelled when their client disconnects (a proxy must stop forwarding an
     upload the client gave up on), and shutdown waits at most a second for
     requests still in flight (a throttled transfer must not hold up a test).
+    With an ``ssl_context`` the server speaks HTTPS and `url` says so.
     """
 
-    def __init__(self, bind_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, bind_host: str = "127.0.0.1", *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.bind_host = bind_host
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -543,9 +606,14 @@ class LoopbackServer:
         return f"{self.bind_host}:{self.port}"
 
     @property
+    def scheme(self) -> str:
+        """``https`` when serving TLS, else ``http``."""
+        return "https" if self.ssl_context is not None else "http"
+
+    @property
     def url(self) -> str:
-        """``http://ADDRESS:PORT`` without a trailing slash."""
-        return f"http://{self.host}"
+        """``http://ADDRESS:PORT`` (``https://`` with TLS) without a trailing slash."""
+        return f"{self.scheme}://{self.host}"
 
     async def start(self) -> Self:
         """Start listening; idempotent."""
@@ -561,7 +629,7 @@ class LoopbackServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.bind_host, 0)
+            site = web.TCPSite(runner, self.bind_host, 0, ssl_context=self.ssl_context)
             await site.start()
             self._port = int(runner.addresses[0][1])
         except BaseException:
@@ -598,11 +666,22 @@ class FaultProxy(LoopbackServer):
     Without rules it is transparent. ``requests`` logs every request in
     arrival order (added when the request arrives, ``status`` filled in when
     answered), so tests assert on retries and resumes with `count`.
+
+    ``ssl_context`` makes the proxy itself serve HTTPS (see `LoopbackTLS`);
+    ``upstream_ca_file`` is the CA to trust for an ``https://`` upstream (such
+    as `RegistryProcess.ca_pem`).
     """
 
-    def __init__(self, upstream: str) -> None:
-        super().__init__("127.0.0.1")
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        upstream_ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__("127.0.0.1", ssl_context=ssl_context)
         self.upstream = str(URL(upstream).origin())
+        self.upstream_ca_file = upstream_ca_file
         self.requests: list[RecordedRequest] = []
         self.rules: list[Rule] = []
         self._session: aiohttp.ClientSession | None = None
@@ -643,9 +722,10 @@ class FaultProxy(LoopbackServer):
         record = request.get(_RECORD_KEY)
         if record is not None:
             record.status = response.status
+            record.answered_at = time.monotonic()
 
     async def _on_start(self) -> None:
-        self._session = upstream_session()
+        self._session = upstream_session(self.upstream_ca_file)
 
     async def _on_stop(self) -> None:
         session, self._session = self._session, None
@@ -653,12 +733,14 @@ class FaultProxy(LoopbackServer):
             await session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         record = RecordedRequest(
             method=request.method,
             path=request.path,
             query=MultiDictProxy(MultiDict(request.query)),
             query_string=request.query_string,
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+            at=arrived,
         )
         self.requests.append(record)
         request[_RECORD_KEY] = record
