@@ -8,6 +8,7 @@ go to stderr. The exit status is 0 on success, 1 when an operation failed
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
@@ -20,7 +21,7 @@ from .client import Client
 from .config import HostConfig, Limits
 from .engine.failures import most_useful
 from .engine.progress import Progress
-from .errors import AsyncregError
+from .errors import AsyncregError, Interrupted
 from .options import CopyOptions, CopyResult
 from .progressview import PlainView, TerminalView
 
@@ -64,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
             help="trust the CA in PEM for HOST",
         )
         sp.add_argument("--json", action="store_true", help="print results as JSON")
+        sp.add_argument(
+            "--grace",
+            type=float,
+            default=20.0,
+            metavar="SECONDS",
+            help="on SIGTERM, let transfers in flight finish for at most this long (default 20)",
+        )
         sp.add_argument(
             "--no-zero-copy",
             action="store_true",
@@ -165,13 +173,51 @@ async def _with_progress(
     async with client or _client(args) as ready, anyio.create_task_group() as tg:
         if view is not None:
             tg.start_soon(view.run)
+        work = anyio.CancelScope()
+        tg.start_soon(_on_signals, ready, progress, work, getattr(args, "grace", 20.0))
         try:
-            result = await job(ready, progress)
+            with work:
+                result = await job(ready, progress)
         finally:
             tg.cancel_scope.cancel()
             if view is not None:
                 view.render()
+        if work.cancelled_caught:
+            raise Interrupted("interrupted: the transfers in flight were abandoned")
     return result
+
+
+async def _on_signals(
+    client: Client, progress: Progress, work: anyio.CancelScope, grace: float
+) -> None:
+    """First Ctrl-C (or SIGTERM, SIGHUP): stop gracefully; a second one abandons.
+
+    A registry cannot cancel an upload whose one PUT broke off, so the first
+    signal lets those finish; SIGTERM (what Kubernetes sends, killing 30 s
+    later) waits at most ``grace`` seconds.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    with anyio.open_signal_receiver(*signals) as received:
+        async for sig in received:
+            if client.stopping:
+                print("asyncreg: abandoning the transfers in flight", file=sys.stderr)
+                work.cancel()
+                return
+            client.stop()
+            busy = progress.statistics().in_flight
+            if sig == signal.SIGINT:
+                print(
+                    f"asyncreg: stopping: no new transfer starts; letting {busy} in flight"
+                    " finish (Ctrl-C again abandons them)",
+                    file=sys.stderr,
+                )
+                continue
+            print(
+                f"asyncreg: stopping: letting {busy} transfers in flight finish,"
+                f" for at most {grace:g} s",
+                file=sys.stderr,
+            )
+            work.deadline = min(work.deadline, anyio.current_time() + grace)
 
 
 async def _export(args: argparse.Namespace) -> int:
@@ -260,10 +306,19 @@ def _print_result(result: CopyResult, *, as_json: bool) -> None:
     print(result.digest)
     state = "up to date" if result.skipped else "copied"
     rate = result.bytes_moved / result.duration / 1e6 if result.duration > 0 else 0.0
+    extra = "".join(
+        f", {n} {label}"
+        for n, label in (
+            (result.retries, "retries"),
+            (result.rate_limited, "rate-limited"),
+            (result.fallbacks, "chunked fallbacks"),
+        )
+        if n
+    )
     print(
         f"{state}: {result.blobs_moved} blobs moved, {result.blobs_skipped} skipped,"
         f" {result.blobs_mounted} mounted, {result.manifests_pushed} manifests pushed,"
-        f" {result.bytes_moved} bytes in {result.duration:.2f}s ({rate:.1f} MB/s)",
+        f" {result.bytes_moved} bytes in {result.duration:.2f}s ({rate:.1f} MB/s){extra}",
         file=sys.stderr,
     )
 
@@ -297,6 +352,13 @@ async def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error and its notes (e.g. "gave up after 5 failed tries in 3.1 s") on one line."""
+    notes = getattr(exc, "__notes__", ())
+    text = str(exc).replace("\n", " ")
+    return "; ".join([text, *notes]) if notes else text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = _parser().parse_args(argv)
@@ -314,8 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(handlers[args.command], args)
         except BaseExceptionGroup as group:
             raise most_useful(group) from group
+    except Interrupted as exc:
+        print(f"asyncreg: {_one_line(exc)}", file=sys.stderr)
+        return 130
     except AsyncregError as exc:
-        print(f"asyncreg: {exc}", file=sys.stderr)
+        print(f"asyncreg: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("asyncreg: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ Use it as an async context manager so connections are closed::
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,8 @@ class Client:
         self.transport = Transport(self.limits, provider, self._hosts)
         per_host = {h: c.per_host for h, c in self._hosts.items() if c.per_host}
         self._slots = Slots(self.limits, per_host)
+        self._jobs: weakref.WeakSet[Job] = weakref.WeakSet()
+        self._stopping = False
 
     async def __aenter__(self) -> Client:
         return self
@@ -93,6 +96,24 @@ class Client:
     async def aclose(self) -> None:
         """Close connections."""
         await self.transport.aclose()
+
+    def stop(self) -> None:
+        """Stop gracefully: no transfer starts from now on, those in flight end.
+
+        Blobs already sending their one PUT finish (a registry cannot cancel a
+        monolithic upload that broke off); chunked uploads stop at the next
+        chunk boundary and their sessions are DELETEd; nothing is retried.
+        Each running call then raises `Interrupted`. Cancel the calls'
+        tasks to abandon what is in flight instead.
+        """
+        self._stopping = True
+        for job in list(self._jobs):
+            job.stop()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stopping
 
     # --- stores -----------------------------------------------------------
 
@@ -240,30 +261,33 @@ class Client:
         manifests that reference it; a hostile or malformed tar is refused
         before anything is tagged.
         """
-        from .ops.importing import import_images, open_source, select_images
+        from .ops.importing import import_images, import_stream, open_source, select_images
 
         dst_ref = parse_location(dst) if isinstance(dst, str) else dst
         job = self._job(progress, on_event)
         target = self.repo(dst_ref)
-        async with open_source(
-            src,
-            target,
-            compress=compress,
-            max_manifest=self.limits.max_manifest_push,
-        ) as tar:
+        opts = options or CopyOptions()
+        if str(src) == "-":
+            return await import_stream(
+                job,
+                target,
+                name=name,
+                all_images=all_images,
+                tag=dst_ref.tag,
+                compress=compress,
+                max_manifest=self.limits.max_manifest_push,
+                options=opts,
+            )
+        async with open_source(src, compress=compress) as tar:
             todo = await select_images(tar, src, name=name, all_images=all_images)
             return await import_images(
-                job,
-                tar,
-                target,
-                todo,
-                tag=dst_ref.tag,
-                keep_names=all_images,
-                options=options or CopyOptions(),
+                job, tar, target, todo, tag=dst_ref.tag, keep_names=all_images, options=opts
             )
 
     def _job(self, progress: Progress | None, on_event: Callable[[Event], None] | None) -> Job:
         job = Job(self._slots, progress or Progress(), retry=self.limits.retry)
+        job.stopping = self._stopping
+        self._jobs.add(job)
         if on_event is not None:
             job.progress.subscribe(on_event)
         return job

@@ -79,6 +79,11 @@ class Copier:
         with counting(self._tally):
             return await self._copy(src_reference, dst_tag)
 
+    async def blob(self, desc: Descriptor) -> None:
+        """Move one blob ahead of its manifest (a stream passing by), counted for this copy."""
+        with counting(self._tally):
+            await self._blobs.blob(desc)
+
     async def _copy(self, src_reference: str | Digest, dst_tag: str | None) -> CopyResult:
         started = time.monotonic()
         async with self.job.slots.hold(self.src.host):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from ..errors import AsyncregError, CopyError
+from ..errors import AsyncregError, CopyError, Interrupted
 
 __all__ = ["most_useful"]
 
@@ -19,8 +19,12 @@ __all__ = ["most_useful"]
 def most_useful(error: BaseException) -> BaseException:
     """The first real failure inside (nested) exception groups, not a cancellation."""
     leaves = list(_leaves(error))
+    # A real failure says more than the interruptions a stopping job collects.
     for leaf in leaves:
-        if isinstance(leaf, AsyncregError):
+        if isinstance(leaf, AsyncregError) and not isinstance(leaf, Interrupted):
+            return leaf
+    for leaf in leaves:
+        if isinstance(leaf, Interrupted):
             return leaf
     for leaf in leaves:
         if isinstance(leaf, Exception) and not isinstance(leaf, anyio.get_cancelled_exc_class()):

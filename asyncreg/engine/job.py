@@ -23,7 +23,7 @@ from .singleflight import SingleFlight
 __all__ = ["Job"]
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """State shared by every copy of one job."""
 

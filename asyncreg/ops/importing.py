@@ -2,17 +2,18 @@
 
 Which images: the only one, one chosen by name, or every named one (each
 keeping its tag). A tar file is indexed once and read by byte range; a tar on
-stdin is read once (see `streamimport`).
+stdin is read once, its blobs going through the job's pipeline as they pass
+(see `streamimport`).
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import anyio
 
@@ -24,10 +25,17 @@ from ..engine.job import Job
 from ..errors import ConfigError, NotFoundError
 from ..manifest import Descriptor
 from ..options import CopyOptions, CopyResult
-from ..store import Repo
-from .streamimport import StreamedRepo, read_stream
+from ..store import BlobStream, Repo
+from .streamimport import StreamedImages, StreamedRepo, Wanted, read_stream
 
-__all__ = ["ImageSource", "import_images", "open_source", "select_images", "tag_of"]
+__all__ = [
+    "ImageSource",
+    "import_images",
+    "import_stream",
+    "open_source",
+    "select_images",
+    "tag_of",
+]
 
 
 def tag_of(name: str | None) -> str | None:
@@ -41,29 +49,55 @@ def tag_of(name: str | None) -> str | None:
 
 
 @asynccontextmanager
-async def open_source(
-    src: str | Path, target: Repo, *, compress: bool, max_manifest: int
-) -> AsyncIterator[ImageSource]:
-    """The tar as a source repo: a file is indexed; stdin (``-``) is read once.
+async def open_source(src: str | Path, *, compress: bool) -> AsyncIterator[TarRepo]:
+    """A tar file as a source repo, indexed once (stdin goes to `import_stream`)."""
+    async with await TarRepo.open(Path(src), compress=compress) as tar:
+        yield tar
 
-    From stdin an OCI layout is read once and its blobs go to ``target`` as
-    they pass, nothing spilled (see `streamimport`); any other tar is
-    re-written to a temporary file and indexed like a file.
+
+async def import_stream(
+    job: Job,
+    target: Repo,
+    *,
+    name: str | None,
+    all_images: bool,
+    tag: str | None,
+    compress: bool,
+    max_manifest: int,
+    options: CopyOptions,
+    stream: IO[bytes] | None = None,
+) -> list[CopyResult]:
+    """Import from a stream (stdin by default), read once (see `streamimport`).
+
+    The blobs of an OCI tar go through the job's pipeline as they pass (only
+    those the selected images use); any other tar is spooled to a temporary
+    file and imported from there.
     """
-    if str(src) != "-":
-        async with await TarRepo.open(Path(src), compress=compress) as tar:
-            yield tar
-        return
     with tempfile.TemporaryDirectory(prefix="asyncreg-stdin-") as work:
         spool = Path(work) / "stream.tar"
-        found = await anyio.to_thread.run_sync(
-            lambda: read_stream(sys.stdin.buffer, target, spool, max_manifest=max_manifest)
+        found = StreamedImages()
+        repo = StreamedRepo(found, spool)
+        first = Copier(job, repo, target, options)
+
+        def send(desc: Descriptor, make: Callable[[], BlobStream]) -> None:
+            anyio.from_thread.run(repo.send_passing, desc, make, lambda: first.blob(desc))
+
+        source = stream if stream is not None else sys.stdin.buffer
+        is_oci = await anyio.to_thread.run_sync(
+            lambda: read_stream(
+                source, spool, send, wanted=Wanted(name), max_manifest=max_manifest, found=found
+            )
         )
-        if found is not None:
-            yield StreamedRepo(found)
-            return
-        async with await TarRepo.open(spool, compress=compress) as tar:
-            yield tar
+        if not is_oci:
+            async with open_source(spool, compress=compress) as tar:
+                todo = await select_images(tar, "-", name=name, all_images=all_images)
+                return await import_images(
+                    job, tar, target, todo, tag=tag, keep_names=all_images, options=options
+                )
+        todo = await select_images(repo, "-", name=name, all_images=all_images)
+        return await import_images(
+            job, repo, target, todo, tag=tag, keep_names=all_images, options=options, first=first
+        )
 
 
 class ImageSource(Repo, Protocol):
@@ -104,20 +138,28 @@ async def import_images(
     tag: str | None,
     keep_names: bool,
     options: CopyOptions,
+    first: Copier | None = None,
 ) -> list[CopyResult]:
-    """Copy each selected image to ``target``, concurrently, as one job."""
-    results: list[CopyResult] = []
+    """Copy each selected image to ``target``, concurrently, as one job.
 
-    async def one(image_name: str | None, digest: Digest) -> None:
+    ``first`` (a copier that already moved blobs of the stream) copies the
+    first image, so its result counts those blobs.
+    """
+    results: list[CopyResult] = []
+    copiers = [
+        first if i == 0 and first else Copier(job, tar, target, options) for i in range(len(todo))
+    ]
+
+    async def one(copier: Copier, image_name: str | None, digest: Digest) -> None:
         dst_tag = tag
         if keep_names or dst_tag is None:
             dst_tag = tag_of(image_name) or dst_tag or "latest"
-        results.append(await Copier(job, tar, target, options).copy(digest, dst_tag))
+        results.append(await copier.copy(digest, dst_tag))
 
     try:
         async with anyio.create_task_group() as tg:
-            for image_name, digest in todo:
-                tg.start_soon(one, image_name, digest)
+            for copier, (image_name, digest) in zip(copiers, todo, strict=True):
+                tg.start_soon(one, copier, image_name, digest)
     except BaseExceptionGroup as group:
         raise most_useful(group) from group
     return results
