@@ -91,11 +91,11 @@ class Budget:
         if not progressed:
             self.stalled += 1
         if self.stopping():
-            exc.add_note("not retried: the job is stopping")
+            exc.amend("not retried: the job is stopping")
             raise exc
         if self.exhausted:
             elapsed = time.monotonic() - self._started
-            exc.add_note(f"gave up after {self.failures} failed tries in {elapsed:.1f} s")
+            exc.amend(f"gave up after {self.failures} failed tries in {elapsed:.1f} s")
             raise exc
         delay = backoff_delay(self.policy, max(1, self.stalled))
         retry_after = retry_after_of(exc)

@@ -353,10 +353,8 @@ async def _manifest(args: argparse.Namespace) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    """The error and its notes (e.g. "gave up after 5 failed tries in 3.1 s") on one line."""
-    notes = getattr(exc, "__notes__", ())
-    text = str(exc).replace("\n", " ")
-    return "; ".join([text, *notes]) if notes else text
+    """The error's message on one line."""
+    return str(exc).replace("\n", " ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,15 @@ __all__ = [
 class AsyncregError(Exception):
     """Root of every exception asyncreg raises on purpose."""
 
+    def amend(self, context: str) -> None:
+        """Add what the layer that gave up knows ("gave up after 5 tries") to the message.
+
+        The error keeps its type as it travels up (callers catch by what went
+        wrong); only its one-line message grows.
+        """
+        first = str(self.args[0]) if self.args else ""
+        self.args = (f"{first} ({context})", *self.args[1:])
+
 
 # --- bad input -------------------------------------------------------------
 

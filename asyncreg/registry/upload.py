@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode, urljoin
 
+import aiohttp
 import anyio
 
 from ..budget import Budget
@@ -71,8 +72,23 @@ class Upload:
         return self.location + (sep + urlencode(params) if params else "")
 
     async def put_monolithic(self, stream: BlobStream) -> None:
-        """One streaming ``PUT`` of the whole blob (end-6); never replayed here."""
-        resp = await self.ep.transport.request(
+        """One streaming ``PUT`` of the whole blob (end-6); never replayed here.
+
+        When reading the source failed (a download that gave up, a digest
+        mismatch) aiohttp reports only that it "can not write request body":
+        the source's own error is raised instead, since it is what happened.
+        """
+        body = _Body(stream)
+        try:
+            resp = await self._put_body(body)
+        except AsyncregError:
+            if body.failure is not None:
+                raise body.failure from None
+            raise
+        resp.release()
+
+    async def _put_body(self, body: _Body) -> aiohttp.ClientResponse:
+        return await self.ep.transport.request(
             "PUT",
             self.ep.host,
             self._url(digest=str(self.desc.digest)),
@@ -81,11 +97,10 @@ class Upload:
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(self.desc.size),
             },
-            data=_iterate(stream),
+            data=body.chunks(),
             ok=(201, 204),
             what=self.what,
         )
-        resp.release()
 
     async def put_chunked(
         self,
@@ -214,9 +229,20 @@ async def upload_once(
                 await stream.aclose()
 
 
-async def _iterate(stream: BlobStream) -> AsyncIterator[bytes]:
-    async for chunk in stream:
-        yield chunk
+class _Body:
+    """A request body read from a blob stream, remembering why the stream failed."""
+
+    def __init__(self, stream: BlobStream) -> None:
+        self._stream = stream
+        self.failure: AsyncregError | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except AsyncregError as exc:
+            self.failure = exc
+            raise
 
 
 def _location(value: str | None, base: str) -> str:
