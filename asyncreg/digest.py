@@ -109,19 +109,25 @@ class Verifier:
     a digest mismatch. ``what`` names the content in messages (a blob, a ref).
     """
 
-    __slots__ = ("_hasher", "count", "expected", "size", "what")
+    __slots__ = ("_hasher", "count", "expected", "hashing", "size", "what")
 
-    def __init__(self, expected: Digest, size: int = -1, *, what: str = "") -> None:
+    def __init__(
+        self, expected: Digest, size: int = -1, *, what: str = "", hashing: bool = True
+    ) -> None:
         self.expected = expected
         self.size = size
         self.count = 0
         self.what = what or str(expected)
+        #: False: count only (the sink hashes on receipt, a registry or our own
+        #: writers), so a byte is never hashed twice; the size is checked either way.
+        self.hashing = hashing
         self._hasher = expected.new_hasher()
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:
         """Account for ``chunk``; raise if it takes the stream past its size."""
         self.account(len(chunk))
-        self._hasher.update(chunk)
+        if self.hashing:
+            self._hasher.update(chunk)
 
     def account(self, n: int) -> None:
         """Count ``n`` more bytes without hashing them (yet); refuse an overrun.
@@ -139,7 +145,8 @@ class Verifier:
 
     def hash_only(self, data: bytes | bytearray | memoryview) -> None:
         """Hash bytes already counted with `account` (thread-safe in sequence)."""
-        self._hasher.update(data)
+        if self.hashing:
+            self._hasher.update(data)
 
     @property
     def remaining(self) -> int:
@@ -158,6 +165,8 @@ class Verifier:
                 expected=self.size,
                 actual=self.count,
             )
+        if not self.hashing:
+            return
         got = self.actual()
         if got != self.expected:
             raise DigestMismatchError(

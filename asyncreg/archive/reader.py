@@ -513,7 +513,7 @@ class TarRepo:
         """A chunked stream of the blob: size always checked, digest too with ``verify``."""
         path, offset = await self.blob_file(desc)
         what = f"{self._key}: blob {desc.digest}"
-        verifier = Verifier(desc.digest, desc.size, what=what) if verify else None
+        verifier = Verifier(desc.digest, desc.size, what=what, hashing=verify)
         return FileRange(Path(path), offset, desc.size, verifier=verifier, what=what)
 
     async def blob_file(self, desc: Descriptor) -> tuple[str, int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiofiles
 import anyio
 
+from ..archive.tarindex import FileRange
 from ..budget import Budget
 from ..config import MIB
 from ..digest import Digest, Verifier, digest_in
@@ -33,49 +34,6 @@ from .indexfile import REF_NAME, entry_name, read_index, update_index
 __all__ = ["LayoutRepo"]
 
 _CHUNK = MIB
-
-
-class _FileStream:
-    """A blob file as a stream of chunks, size-checked and optionally hash-checked."""
-
-    def __init__(self, path: Path, desc: Descriptor, *, verify: bool) -> None:
-        self.size = desc.size
-        self._path = path
-        self._verifier = Verifier(desc.digest, desc.size, what=f"blob {path}")
-        self._verify = verify
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        v = self._verifier
-        seen = 0
-        async with aiofiles.open(self._path, "rb") as f:
-            while True:
-                chunk = await f.read(min(_CHUNK, self.size - seen + 1))
-                if not chunk:
-                    break
-                seen += len(chunk)
-                if self._verify:
-                    v.update(chunk)
-                elif seen > self.size:
-                    raise SizeMismatchError(
-                        f"{self._path}: longer than the declared {self.size} bytes",
-                        expected=self.size,
-                        actual=seen,
-                    )
-                yield chunk
-        if self._verify:
-            v.finish()
-        elif seen != self.size:
-            raise SizeMismatchError(
-                f"{self._path}: {seen} bytes, the descriptor says {self.size}",
-                expected=self.size,
-                actual=seen,
-            )
-
-    async def aclose(self) -> None:
-        return None
 
 
 class LayoutRepo:
@@ -176,12 +134,13 @@ class LayoutRepo:
 
     async def blob_open(
         self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
-    ) -> _FileStream:
+    ) -> FileRange:
         """Stream the blob file, checking its size (and digest with ``verify``)."""
         path = self.blob_path(desc.digest)
         if not await anyio.Path(path).is_file():
             raise NotFoundError(f"{self.key}: blob {desc.digest} not found", status=404)
-        return _FileStream(path, desc, verify=verify)
+        checker = Verifier(desc.digest, desc.size, what=f"blob {path}", hashing=verify)
+        return FileRange(path, 0, desc.size, verifier=checker, what=f"blob {path}")
 
     async def blob_put(
         self,

@@ -31,7 +31,6 @@ there like any other file.
 
 from __future__ import annotations
 
-import os
 import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from typing import IO
 import anyio
 import anyio.from_thread
 
-from ..archive.tarindex import normalise_name
+from ..archive.tarindex import FileRange, normalise_name
 from ..budget import Budget
 from ..config import MIB
 from ..digest import ALGORITHMS, Digest, Verifier, digest_in
@@ -392,7 +391,8 @@ class StreamedRepo:
             return _BytesStream(manifest.raw)
         if desc.digest in self.found.spooled:
             offset, size = self.found.spooled[desc.digest]
-            return _FileRange(self._spool, offset, size)
+            checker = Verifier(desc.digest, size, what=f"blob {desc.digest}", hashing=verify)
+            return FileRange(self._spool, offset, size, verifier=checker)
         if desc.digest in self.found.sent:
             raise ArchiveError(
                 f"blob {desc.digest} of the stream failed after its bytes began to flow and"
@@ -423,32 +423,3 @@ class StreamedRepo:
 
     async def referrers(self, digest: Digest) -> list[Descriptor]:
         return []
-
-
-class _FileRange:
-    """A spooled blob read back in chunks."""
-
-    def __init__(self, path: Path, offset: int, size: int) -> None:
-        self.size = size
-        self._path = path
-        self._offset = offset
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        fd = await anyio.to_thread.run_sync(os.open, self._path, os.O_RDONLY)
-        try:
-            done = 0
-            while done < self.size:
-                n = min(_CHUNK, self.size - done)
-                chunk = await anyio.to_thread.run_sync(os.pread, fd, n, self._offset + done)
-                if not chunk:
-                    raise ArchiveError("the spool file is shorter than it should be")
-                done += len(chunk)
-                yield chunk
-        finally:
-            await anyio.to_thread.run_sync(os.close, fd)
-
-    async def aclose(self) -> None:
-        return None

@@ -18,7 +18,7 @@ import aiohttp
 
 from ..budget import Budget
 from ..digest import Digest, Verifier
-from ..errors import RegistryError, SizeMismatchError, TransportError
+from ..errors import RegistryError, TransportError
 from .http import iter_body
 
 __all__ = ["RegistryBlobStream"]
@@ -43,7 +43,8 @@ class RegistryBlobStream:
     ) -> None:
         self.size = size
         self._resp: aiohttp.ClientResponse | None = resp
-        self._verifier = Verifier(digest, size, what=what) if verify else None
+        # One checker for every store's stream: counts always, hashes with ``verify``.
+        self._verifier = Verifier(digest, size, what=what, hashing=verify)
         self._reopen = reopen
         self._budget = budget
         self._what = what
@@ -81,26 +82,12 @@ class RegistryBlobStream:
                 skip = await self._resume(broke, progressed=self._offset > failed_at)
                 failed_at = self._offset
                 self.resumes += 1
-            if self._verifier is not None:
-                self._verifier.finish()
-            elif self.size >= 0 and self._offset != self.size:
-                raise SizeMismatchError(
-                    f"{self._what}: stream ended after {self._offset} of {self.size} bytes",
-                    expected=self.size,
-                    actual=self._offset,
-                )
+            self._verifier.finish()
         finally:
             await self.aclose()
 
     def _account(self, chunk: bytes) -> None:
-        if self._verifier is not None:
-            self._verifier.update(chunk)
-        elif self.size >= 0 and self._offset + len(chunk) > self.size:
-            raise SizeMismatchError(
-                f"{self._what}: more than the declared {self.size} bytes were sent",
-                expected=self.size,
-                actual=self._offset + len(chunk),
-            )
+        self._verifier.update(chunk)  # refuses a byte past the declared size
         self._offset += len(chunk)
 
     async def _resume(self, broke: TransportError, *, progressed: bool) -> int:
