@@ -40,7 +40,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check asyncreg tests benchmarks
 
 typecheck: venv
-	$(VENV)/bin/mypy --strict asyncreg benchmarks
+	$(VENV)/bin/mypy --strict asyncreg benchmarks tests
 
 check: lint typecheck
 

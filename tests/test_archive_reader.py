@@ -27,7 +27,8 @@ from asyncreg import mediatypes as mt
 from asyncreg.archive.dockersave import DOCKER_LAYER_TAR
 from asyncreg.archive.reader import CONTAINERD_NAME, REF_NAME, TarRepo
 from asyncreg.archive.tarindex import index_tar, inflate, normalise_name
-from asyncreg.engine.copy import Copier, Job
+from asyncreg.engine.copy import Copier
+from asyncreg.engine.job import Job
 from asyncreg.engine.limits import Slots
 from asyncreg.errors import (
     ArchiveError,

@@ -17,7 +17,8 @@ import pytest
 from asyncreg.budget import Budget
 from asyncreg.config import Limits
 from asyncreg.digest import Digest
-from asyncreg.engine.copy import Copier, Job
+from asyncreg.engine.copy import Copier
+from asyncreg.engine.job import Job
 from asyncreg.engine.limits import Slots
 from asyncreg.errors import LoopError
 from asyncreg.manifest import Descriptor, Manifest, build_image, build_index

@@ -50,11 +50,12 @@ async def test_export_index_and_image_read_by_skopeo_both_ways(
     assert {m["digest"] for m in oci["manifests"]} == {index.digest, image.digest}
     arm = next(c for c in index.children if c.platform == "linux/arm64")
     assert arm.config is not None
+    assert image.config is not None
     assert Counter(e["Config"] for e in docker) == Counter(
         [
             f"blobs/sha256/{arm.config.digest.split(':')[1]}",
             f"blobs/sha256/{image.config.digest.split(':')[1]}",
-        ]  # type: ignore[union-attr]
+        ]
     )
     # skopeo reads the tar as an OCI archive (whole index) ...
     skopeo_copy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -102,8 +103,8 @@ async def test_blob_with_wrong_bytes_never_gets_its_name(tmp_path: Path) -> None
     class Stream:
         size = len(good)
 
-        def __aiter__(self):  # type: ignore[no-untyped-def]
-            async def gen():  # type: ignore[no-untyped-def]
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            async def gen() -> AsyncIterator[bytes]:
                 yield b"y" * 1000
 
             return gen()
@@ -115,7 +116,7 @@ async def test_blob_with_wrong_bytes_never_gets_its_name(tmp_path: Path) -> None
         return Stream()
 
     with pytest.raises(DigestMismatchError):
-        await repo.blob_put(desc, source)  # type: ignore[arg-type]
+        await repo.blob_put(desc, source)
     assert await repo.blob_head(desc.digest) is None
     assert list((tmp_path / "layout" / "blobs" / "sha256").iterdir()) == []
 

@@ -9,6 +9,7 @@ Both the zero-copy and the streaming path are covered for the monolithic case.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -133,7 +134,7 @@ def test_cli_first_interrupt_drains_and_exits_130(
             with anyio.fail_after(30):
                 while not any(r.method == "PUT" for r in dp.requests):  # noqa: ASYNC110
                     await anyio.sleep(0.05)
-            proc.send_signal(2)
+            proc.send_signal(signal.SIGINT)
             with anyio.fail_after(30):
                 await proc.wait()
             assert proc.stderr is not None
