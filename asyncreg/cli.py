@@ -182,6 +182,13 @@ async def _with_progress(
             tg.cancel_scope.cancel()
             if view is not None:
                 view.render()
+            unclean = progress.statistics().unclean
+            if unclean:
+                print(
+                    f"asyncreg: {unclean} upload session(s) could not be cancelled; the"
+                    " registry drops them when it purges stale uploads",
+                    file=sys.stderr,
+                )
         if work.cancelled_caught:
             raise Interrupted("interrupted: the transfers in flight were abandoned")
     return result

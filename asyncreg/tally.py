@@ -23,20 +23,22 @@ class Tally(StrEnum):
     RETRY = "retry"  # a request, resume or transfer tried again
     RATE_LIMITED = "rate_limited"  # a 429 answer
     FALLBACK = "fallback"  # a monolithic upload refused, sent in chunks instead
+    UNCLEAN = "unclean"  # an upload session the registry would not cancel
 
 
-_sink: ContextVar[Callable[[Tally], None] | None] = ContextVar("asyncreg_tally", default=None)
+Sink = Callable[[Tally, str], None]
+_sink: ContextVar[Sink | None] = ContextVar("asyncreg_tally", default=None)
 
 
-def note(kind: Tally) -> None:
+def note(kind: Tally, detail: str = "") -> None:
     """Count ``kind`` for the copy this task works for (nothing outside a copy)."""
     sink = _sink.get()
     if sink is not None:
-        sink(kind)
+        sink(kind, detail)
 
 
 @contextmanager
-def counting(sink: Callable[[Tally], None]) -> Iterator[None]:
+def counting(sink: Sink) -> Iterator[None]:
     """Send what tasks started inside this block count to ``sink``."""
     token = _sink.set(sink)
     try:

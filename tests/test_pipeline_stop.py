@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from asyncreg import Client, HostConfig, Limits
-from asyncreg.engine.progress import Event, EventKind
+from asyncreg.engine.progress import Event, EventKind, Progress
 from asyncreg.errors import Interrupted
 from asyncreg.testkit.builder import ImageSpec
 from asyncreg.testkit.proxy import FaultProxy, Rule, Throttle
@@ -156,3 +156,24 @@ def test_cli_first_interrupt_drains_and_exits_130(
     assert 1 <= finished < len(built.blobs)
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("asyncreg: interrupted")
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["splice", "stream"])
+async def test_abandoned_put_is_reported_as_an_unclean_session(
+    seeded: Seeder,
+    registry: RegistryProcess,
+    registry_b: RegistryProcess,
+    repo_name: str,
+    zero_copy: bool,
+) -> None:
+    """Cancelling mid-PUT: the DELETE distribution cannot honour is counted, not hidden."""
+    _, src = seeded(ImageSpec(layers=1, layer_size=1024 * KIB))
+    async with FaultProxy(registry_b.url) as dp:
+        dp.add_rule(Rule(Throttle(256 * KIB), method="PUT", path="/blobs/uploads/"))
+        progress = Progress()
+        async with Client(limits=Limits(per_host=1, zero_copy=zero_copy)) as client:
+            with anyio.move_on_after(1.5):
+                await client.copy(src, f"{dp.host}/{repo_name}:v1", progress=progress)
+        deletes = [r.status for r in dp.requests if r.method == "DELETE"]
+    assert 404 in deletes
+    assert progress.statistics().unclean == deletes.count(404)

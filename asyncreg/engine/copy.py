@@ -43,6 +43,7 @@ _TALLY_EVENTS = {
     Tally.RETRY: EventKind.RETRIED,
     Tally.RATE_LIMITED: EventKind.RATE_LIMITED,
     Tally.FALLBACK: EventKind.FALLBACK,
+    Tally.UNCLEAN: EventKind.UNCLEAN,
 }
 
 
@@ -68,9 +69,9 @@ class Copier:
         self._local.emit(event)
         self.job.progress.emit(event)
 
-    def _tally(self, kind: Tally) -> None:
-        """A retry, 429 or fallback noticed below us (transport, movers), as an event."""
-        self._emit(Event(_TALLY_EVENTS[kind], "request", "", self.dst.key))
+    def _tally(self, kind: Tally, detail: str) -> None:
+        """A retry, 429, fallback or unclean session noticed below us, as an event."""
+        self._emit(Event(_TALLY_EVENTS[kind], "request", "", self.dst.key, error=detail))
 
     # --- entry point ------------------------------------------------------
 

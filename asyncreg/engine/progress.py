@@ -33,6 +33,7 @@ class EventKind(StrEnum):
     RETRIED = "retried"
     RATE_LIMITED = "rate_limited"
     FALLBACK = "fallback"
+    UNCLEAN = "unclean"
     FAILED = "failed"
 
 
@@ -62,6 +63,8 @@ class Statistics:
     retries: int = 0
     rate_limited: int = 0
     fallbacks: int = 0
+    #: Upload sessions the registry would not cancel (it purges them later).
+    unclean: int = 0
     failures: int = 0
     #: Transfers holding a slot right now (not those waiting for one).
     in_flight: int = 0
@@ -126,6 +129,8 @@ class Progress:
             c.rate_limited += 1
         elif kind is EventKind.FALLBACK:
             c.fallbacks += 1
+        elif kind is EventKind.UNCLEAN:
+            c.unclean += 1
         elif kind is EventKind.FAILED:
             c.failures += 1
             c.in_flight = max(0, c.in_flight - 1)

@@ -27,6 +27,7 @@ from ..budget import Budget
 from ..errors import AsyncregError, DigestMismatchError, Interrupted, RegistryError
 from ..manifest import Descriptor
 from ..store import BlobSource, BlobStream
+from ..tally import Tally, note
 from .endpoint import Endpoint
 
 __all__ = ["Upload", "refused_digest", "upload_once"]
@@ -167,8 +168,13 @@ class Upload:
         )
         resp.release()
 
-    async def cancel(self) -> None:
-        """Best-effort ``DELETE`` of the session so the registry can drop partial data."""
+    async def cancel(self) -> bool:
+        """``DELETE`` the session (end-11's cancel) so the registry can drop partial data.
+
+        Best effort: False (and counted as unclean) when the registry would
+        not cancel it, as distribution answers 404 for a session whose
+        monolithic PUT broke off; it purges such sessions itself, later.
+        """
         try:
             resp = await self.ep.transport.request(
                 "DELETE",
@@ -179,8 +185,12 @@ class Upload:
                 what=f"cancel {self.what}",
             )
             resp.release()
+            cleaned = resp.status != 404
         except AsyncregError:
-            pass
+            cleaned = False
+        if not cleaned:
+            note(Tally.UNCLEAN, self.location)
+        return cleaned
 
 
 def refused_digest(
