@@ -49,7 +49,11 @@ class Timeouts:
 class RetryPolicy:
     """Bounded exponential backoff with full jitter, honouring ``Retry-After``.
 
-    ``attempts`` counts the first try: 5 means one try and four retries.
+    ``attempts`` counts the first try: 5 means one try and four retries. For
+    a blob the budget covers every request, resume and restart of it (see
+    `asyncreg.budget.Budget`): it gives up after ``attempts`` failed tries
+    that made no progress, or ``attempts + resume_attempts`` failed tries in
+    all (a download that breaks after some bytes made progress).
     ``retry_after_cap`` stops a server from parking us for an hour.
     """
 
