@@ -14,6 +14,7 @@ import base64
 import hashlib
 import os
 import re
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -33,6 +34,7 @@ from asyncreg.testkit.proxy import (
     FaultProxy,
     IgnoreRange,
     LieLength,
+    LoopbackTLS,
     Rewrite,
     Rule,
     Status,
@@ -807,3 +809,90 @@ async def test_blob_redirect_to_other_origin(tmp_path: Path, http: aiohttp.Clien
                 assert await resp.read() == data
     assert storage.requests[-1].headers["X-Probe"] == "redirected"
     assert storage.requests[-1].path.endswith("/data")
+
+
+# --- timestamps and TLS ------------------------------------------------------------------------
+
+
+async def test_requests_record_arrival_and_answer_times(
+    proxy: FaultProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy.add_rule(Rule(Delay(0.3), path=r"^/v2/$", times=1))
+    proxy.add_rule(Rule(Status(429, {"Retry-After": "1"}), path=r"^/v2/$", after=1, times=1))
+    before = time.monotonic()
+    for _ in range(3):
+        async with http.get(f"{proxy.url}/v2/") as resp:
+            await resp.read()
+    after = time.monotonic()
+    delayed, limited, plain = proxy.requests
+    assert [r.status for r in proxy.requests] == [200, 429, 200]
+    for r in proxy.requests:
+        assert r.answered_at is not None
+        assert before <= r.at <= r.answered_at <= after
+    assert delayed.answered_at is not None
+    assert delayed.answered_at - delayed.at >= 0.25  # answered after the Delay
+    assert limited.answered_at is not None
+    assert delayed.answered_at <= limited.at <= limited.answered_at <= plain.at
+
+
+async def test_dropped_request_has_no_answer_time(
+    proxy: FaultProxy, http: aiohttp.ClientSession
+) -> None:
+    proxy.add_rule(Rule(Drop(), path=r"^/v2/$", times=2))
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.get(f"{proxy.url}/v2/") as resp:
+            await resp.read()
+    assert [(r.status, r.answered_at) for r in proxy.requests] == [(None, None), (None, None)]
+
+
+async def test_tls_proxy_in_front_of_a_tls_registry(
+    tls_registry: RegistryProcess, tmp_path: Path
+) -> None:
+    tls = LoopbackTLS()
+    ca_file = tls.write_ca(tmp_path / "proxy-ca.pem")
+    assert ca_file.read_bytes() == tls.ca_pem
+    assert tls_registry.ca_pem is not None
+    async with (
+        FaultProxy(
+            tls_registry.url,
+            ssl_context=tls.server_context(),
+            upstream_ca_file=tls_registry.ca_pem,
+        ) as proxy,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(ca_file)))
+        ) as http,
+    ):
+        assert proxy.url == f"https://{proxy.host}"
+        repo = new_repo()
+        data = os.urandom(300_000)
+        # push_blob checks that Location was rewritten to the (https) proxy origin.
+        digest = await push_blob(http, proxy.url, repo, data)
+        proxy.add_rule(Rule(Status(503), method="GET", times=1))
+        proxy.add_rule(Rule(DropBodyAfter(1000), method="GET", after=1, times=1))
+        url = f"{proxy.url}/v2/{repo}/blobs/{digest}"
+        async with http.get(url) as resp:
+            assert resp.status == 503
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.get(url) as resp:
+                await resp.read()
+        async with http.get(url) as resp:
+            assert await resp.read() == data
+        assert [r.status for r in proxy.requests] == [202, 201, 503, 200, 200]
+
+        # A client that does not trust the proxy's CA does not get through.
+        async with aiohttp.ClientSession() as untrusting:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                async with untrusting.get(f"{proxy.url}/v2/"):
+                    pass
+
+
+async def test_tls_upstream_is_verified(tls_registry: RegistryProcess) -> None:
+    """Without the registry's CA the proxy refuses the upstream (502), it does not skip checks."""
+    tls = LoopbackTLS()
+    async with (
+        FaultProxy(tls_registry.url, ssl_context=tls.server_context()) as proxy,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client_context())) as http,
+        http.get(f"{proxy.url}/v2/") as resp,
+    ):
+        assert resp.status == 502
+        assert "certificate" in (await resp.text()).lower()
