@@ -24,7 +24,7 @@ import anyio
 
 from .config import RetryPolicy
 from .errors import AsyncregError
-from .registry.retry import backoff_delay, is_retryable, refuses_monolithic, retry_after_of
+from .registry.retry import is_retryable, refuses_monolithic, retry_after_of, retry_delay
 from .tally import Tally, note
 
 __all__ = ["Budget", "HostPauses", "run_attempts"]
@@ -97,12 +97,10 @@ class Budget:
             elapsed = time.monotonic() - self._started
             exc.amend(f"gave up after {self.failures} failed tries in {elapsed:.1f} s")
             raise exc
-        delay = backoff_delay(self.policy, max(1, self.stalled))
-        retry_after = retry_after_of(exc)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.policy.retry_after_cap))
+        # Not exhausted, so fewer than ``attempts`` stalled tries: a delay is due.
+        delay = retry_delay(self.policy, max(1, self.stalled), retry_after=retry_after_of(exc))
         note(Tally.RETRY)
-        await anyio.sleep(delay)
+        await anyio.sleep(delay or 0.0)
 
 
 async def run_attempts(
