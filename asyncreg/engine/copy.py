@@ -1,19 +1,20 @@
 """The copy task graph: manifests discovered as they are fetched, children first.
 
-`Job` is what several copies share (slots, single-flight tables, progress),
-so a mirror of a thousand images is one graph with one set of limits.
-`Copier` copies one source repo to one target repo inside a job:
+`Job` (`engine.job`) is what several copies share (slots, single-flight
+tables, progress, the retry policy), so a mirror of a thousand images is one
+graph with one set of limits. `Copier` copies one source repo to one target
+repo inside a job:
 
 - a manifest node fetches its manifest (by digest, so a moving tag cannot
   change under us), starts one task per child (child manifests, config,
   layers) in an anyio task group, and pushes its own bytes only after the
   group finished: a target never holds a manifest whose content is missing;
-  a target that ``wants_manifest_first`` gets it before its children;
-- a blob node is single-flight per (target, digest); it HEADs the target,
-  tries a cross-repository mount from any repo of the same registry known to
-  hold it, uploads once per (target host, digest), and otherwise moves the
-  bytes holding one slot on each host: through the target's kernel or
-  worker-thread path when it has one (`store.BlobRelay`), else as a stream;
+  a target that ``wants_manifest_first`` gets it before its children; a
+  manifest larger than the target takes (`store.PushCap`) is refused first;
+- a blob node goes to the `BlobPipeline` (`engine.pipeline`): HEAD, mount,
+  single-flight upload, slots, one attempt budget, the movers;
+- retries, 429s and fallbacks noticed below (transport, movers) are counted
+  for this copy through `tally`;
 - an index that reaches itself raises `LoopError` instead of recursing forever.
 No slot is held while a node waits for its children, so recursion cannot
 starve the limits.
