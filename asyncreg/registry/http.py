@@ -170,6 +170,22 @@ class Transport:
         self._ssl[host] = made
         return made
 
+    def tls_context(self, host: str) -> ssl.SSLContext | None:
+        """An SSL context for a socket of our own to ``host`` (None: plain HTTP).
+
+        The same trust as the aiohttp session's: the host's CA file and client
+        certificate, or, where the host is configured ``tls_verify=False``, none.
+        """
+        if self.plain_http(host):
+            return None
+        made = self._ssl_for(host)
+        if isinstance(made, ssl.SSLContext):
+            return made
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
+        return unverified
+
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)

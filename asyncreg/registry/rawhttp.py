@@ -35,9 +35,11 @@ from .http import USER_AGENT
 
 __all__ = [
     "Head",
+    "HEAD_LIMIT",
     "RawBlobSource",
     "StepAside",
     "connect",
+    "parse_head",
     "read_head",
     "read_small_body",
     "request_bytes",
@@ -45,7 +47,7 @@ __all__ = [
     "wait_socket",
 ]
 
-_HEAD_LIMIT = 64 * 1024
+HEAD_LIMIT = 64 * 1024
 
 
 class StepAside(Exception):
@@ -110,7 +112,7 @@ async def read_head(sock: socket.socket, stall: float, what: str) -> Head:
     got = b""
     while True:
         try:
-            peek = sock.recv(_HEAD_LIMIT, socket.MSG_PEEK)
+            peek = sock.recv(HEAD_LIMIT, socket.MSG_PEEK)
         except BlockingIOError:
             await wait_socket(sock, write=False, stall=stall, what=what)
             continue
@@ -123,8 +125,13 @@ async def read_head(sock: socket.socket, stall: float, what: str) -> Head:
             got += sock.recv(end + 4 - len(got))
             break
         got += sock.recv(len(peek))
-        if len(got) > _HEAD_LIMIT:
-            raise TransportError(f"{what}: response head larger than {_HEAD_LIMIT} bytes")
+        if len(got) > HEAD_LIMIT:
+            raise TransportError(f"{what}: response head larger than {HEAD_LIMIT} bytes")
+    return parse_head(got, what)
+
+
+def parse_head(got: bytes, what: str) -> Head:
+    """A response head (status line and header fields, RFC 9112 section 2.1) as a `Head`."""
     lines = got.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split(" ", 2)[1])
@@ -141,9 +148,9 @@ async def read_head(sock: socket.socket, stall: float, what: str) -> Head:
 async def read_small_body(sock: socket.socket, head: Head, stall: float, what: str) -> bytes:
     length = int(head.headers.get("content-length", "0") or 0)
     body = b""
-    while len(body) < min(length, _HEAD_LIMIT):
+    while len(body) < min(length, HEAD_LIMIT):
         try:
-            chunk = sock.recv(min(length, _HEAD_LIMIT) - len(body))
+            chunk = sock.recv(min(length, HEAD_LIMIT) - len(body))
         except BlockingIOError:
             await wait_socket(sock, write=False, stall=stall, what=what)
             continue

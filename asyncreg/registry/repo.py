@@ -42,6 +42,7 @@ from .http import Transport, read_limited
 from .paging import paged_list
 from .rawhttp import StepAside
 from .relay import relay_blob, send_file_blob
+from .tlsrelay import tls_relay_blob
 from .upload import Upload, upload_once
 
 __all__ = ["RegistryRepo"]
@@ -292,10 +293,12 @@ class RegistryRepo:
         on_bytes: Callable[[int], None],
         budget: Budget,
     ) -> bool:
-        """Move the blob without passing it through Python, when the target is plain HTTP.
+        """Move the blob without passing it through the event loop.
 
-        From another plain-HTTP registry with ``splice``, from a file (a layout
-        or tar) with ``sendfile`` (see `relay`). False, having uploaded
+        Between plain-HTTP registries with ``splice``, from a file (a layout or
+        tar) to a plain-HTTP registry with ``sendfile`` (see `relay`), and
+        between registries where either speaks TLS in a worker thread (see
+        `tlsrelay`). False, having uploaded
         nothing, when that cannot be done exactly; the caller then streams it.
         Any other failure is this attempt's, raised for the caller's policy.
         """
@@ -303,7 +306,10 @@ class RegistryRepo:
             return False
         try:
             if isinstance(source, RegistryRepo):
-                await relay_blob(self.endpoint, source.endpoint, desc, on_bytes, budget)
+                if source.endpoint.plain_http and self.endpoint.plain_http:
+                    await relay_blob(self.endpoint, source.endpoint, desc, on_bytes, budget)
+                else:
+                    await tls_relay_blob(self.endpoint, source.endpoint, desc, on_bytes, budget)
             elif isinstance(source, FileBlobSource):
                 where = await source.blob_file(desc)
                 if where is None:
