@@ -387,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AsyncregError as exc:
         print(f"asyncreg: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A file system failure our own layers did not name (a full disk, a device
+        # that refuses writes): still one line, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"asyncreg: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("asyncreg: interrupted", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ translated at one boundary and never escapes. The tree::
     |   |   +-- UnsupportedManifestError    e.g. Docker schema1
     |   +-- ArchiveError                a malformed tar or layout
     |   +-- ConfigError                 bad options or configuration
+    |   +-- DestinationError            an output path that cannot be written safely
     +-- IntegrityError                  bytes are not what they claim to be
     |   +-- DigestMismatchError         content hashes to another digest
     |   +-- SizeMismatchError           content is shorter or longer than declared
@@ -42,6 +43,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "CopyError",
+    "DestinationError",
     "DigestFormatError",
     "DigestMismatchError",
     "HostilePathError",
@@ -113,6 +115,11 @@ class ArchiveError(InputError):
 
 class ConfigError(InputError):
     """Options, limits, credentials or a configuration file are invalid."""
+
+
+class DestinationError(InputError):
+    """An output path asyncreg will not write: a directory, a dangling symlink, a missing
+    directory, a block device; see `asyncreg.destination`."""
 
 
 # --- integrity --------------------------------------------------------------

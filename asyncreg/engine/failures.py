@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio
-
 from ..errors import AsyncregError, CopyError, Interrupted
 
 __all__ = ["most_useful"]
@@ -26,8 +24,10 @@ def most_useful(error: BaseException) -> BaseException:
     for leaf in leaves:
         if isinstance(leaf, Interrupted):
             return leaf
+    # Cancellations are BaseExceptions, not Exceptions: this skips them without asking
+    # anyio, which needs a running event loop (this also runs after it has ended).
     for leaf in leaves:
-        if isinstance(leaf, Exception) and not isinstance(leaf, anyio.get_cancelled_exc_class()):
+        if isinstance(leaf, Exception):
             return leaf
     return CopyError("copy failed", [e for e in leaves if isinstance(e, Exception)])
 

@@ -27,8 +27,9 @@ import anyio
 
 from ..budget import Budget
 from ..config import MIB
+from ..destination import TEMP_PREFIX, Destination, Mode, decide, file_mode, sweep_stale
 from ..digest import Digest, Verifier
-from ..errors import ConfigError, NotFoundError
+from ..errors import ConfigError, DestinationError, NotFoundError
 from ..manifest import Descriptor, Manifest
 from ..platform import Platform
 from ..store import BlobSource, BlobStream, DirectSource
@@ -76,6 +77,8 @@ class TarWriterRepo:
         self._out: Output | None = None
         self._file: BinaryIO | None = None
         self._tmp: str | None = None
+        self._where: Destination | None = None
+        self._owned = False  # we opened _file (not stdout), so we close it
 
     @property
     def key(self) -> str:
@@ -90,16 +93,24 @@ class TarWriterRepo:
     # --- lifecycle --------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the temporary output (or take stdout for ``-``)."""
-        if self.dest == "-":
-            self._file = sys.stdout.buffer
+        """Create the temporary output, or open the stream (stdout, a FIFO, a device).
+
+        The destination is checked first (`destination.decide`): a regular file
+        or new name is written atomically next to it, anything else that can be
+        written is written in order, and the rest is refused before any work.
+        """
+        where = decide(self.dest)
+        self._where = where
+        if where.mode is Mode.STREAM:
+            if where.path == "-":
+                self._file = sys.stdout.buffer
+            else:
+                self._file = await anyio.to_thread.run_sync(_open_stream, where.path)
+                self._owned = True
         else:
-            fd, self._tmp = await anyio.to_thread.run_sync(
-                lambda: tempfile.mkstemp(
-                    dir=os.path.dirname(os.path.abspath(self.dest)), prefix=".asyncreg-export-"
-                )
-            )
+            fd, self._tmp = await anyio.to_thread.run_sync(_temp_beside, where.directory)
             self._file = os.fdopen(fd, "wb")
+            self._owned = True
         if self._tmp is not None and self._compression is None:
             self._out = PositionalOutput(self._file.fileno())
         else:
@@ -118,17 +129,21 @@ class TarWriterRepo:
         await self._bytes_entry("manifest.json", docker)
         await self._out.finish()
         if self._tmp is not None:
-            await anyio.to_thread.run_sync(self._file.close)
-            await anyio.to_thread.run_sync(os.replace, self._tmp, self.dest)
+            assert self._where is not None
+            await anyio.to_thread.run_sync(_finish_atomic, self._file, self._tmp, self._where.path)
             self._tmp = None
+        elif self._owned:
+            await anyio.to_thread.run_sync(self._file.close)
 
     async def abort(self) -> None:
-        """Drop the partial output."""
-        if self._tmp is not None and self._file is not None:
-            with anyio.CancelScope(shield=True):
+        """Drop the partial output (a stream just ends where it got to)."""
+        with anyio.CancelScope(shield=True):
+            if self._tmp is not None and self._file is not None:
                 await anyio.to_thread.run_sync(self._file.close)
                 await anyio.Path(self._tmp).unlink(missing_ok=True)
-            self._tmp = None
+                self._tmp = None
+            elif self._owned and self._file is not None:
+                await anyio.to_thread.run_sync(self._file.close)
 
     def name(self, full: str, tag: str) -> str:
         """Encode an image name for `manifest_put`'s ``tag`` (see `Client.export`)."""
@@ -265,3 +280,30 @@ class TarWriterRepo:
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _temp_beside(directory: str) -> tuple[int, str]:
+    """A temporary file next to the destination, after removing dead runs' leftovers."""
+    sweep_stale(directory)
+    try:
+        return tempfile.mkstemp(dir=directory, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    except OSError as exc:
+        raise DestinationError(
+            f"{directory}: cannot create a file there: {exc.strerror or exc}"
+        ) from exc
+
+
+def _open_stream(path: str) -> BinaryIO:
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise DestinationError(f"{path}: cannot be opened for writing: {exc.strerror}") from exc
+
+
+def _finish_atomic(f: BinaryIO, tmp: str, final: str) -> None:
+    """fsync, give the file an ordinary mode, rename it into place."""
+    f.flush()
+    os.fsync(f.fileno())
+    os.fchmod(f.fileno(), file_mode())
+    f.close()
+    os.replace(tmp, final)
