@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +14,7 @@ import orjson
 import pytest
 
 from asyncreg import Client, CopyOptions, Digest
+from asyncreg.destination import TEMP_PREFIX, file_mode
 from asyncreg.errors import DigestMismatchError
 from asyncreg.layout.store import LayoutRepo
 from asyncreg.manifest import Descriptor
@@ -138,4 +143,45 @@ async def test_corrupt_source_leaves_no_blob_in_the_layout(
             assert await client.repo(f"ocidir://{out}").manifest_head("v1") is None
     blobs = out / "blobs" / "sha256"
     assert not (blobs / layer.hex).exists()
-    assert not [p for p in blobs.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in blobs.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+async def test_a_layout_holds_only_its_own_files_with_ordinary_modes(
+    builder: ImageBuilder, tmp_path: Path
+) -> None:
+    builder.image("v1", ImageSpec(layers=1, layer_size=4096))
+    out = tmp_path / "out"
+    old = os.umask(0o077)
+    try:
+        async with Client() as client:
+            await client.copy(f"ocidir://{builder.root}:v1", f"ocidir://{out}:v1")
+    finally:
+        os.umask(old)
+    # image-layout: oci-layout, index.json and blobs/, no lock file beside them.
+    assert sorted(p.name for p in out.iterdir()) == ["blobs", "index.json", "oci-layout"]
+    for name in ("index.json", "oci-layout"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600  # umask 077
+
+
+async def test_the_next_copy_sweeps_what_a_killed_run_left(
+    builder: ImageBuilder, tmp_path: Path
+) -> None:
+    builder.image("v1", ImageSpec(layers=1, layer_size=4096))
+    out = tmp_path / "out"
+    blobs = out / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    pid = _dead_pid()
+    for where in (out, blobs):
+        (where / f"{TEMP_PREFIX}{pid}-0123").write_bytes(b"half a blob")
+    async with Client() as client:
+        await client.copy(f"ocidir://{builder.root}:v1", f"ocidir://{out}:v1")
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+    assert leftovers == []
+    assert stat.S_IMODE((out / "index.json").stat().st_mode) == file_mode()
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has exited (a run that was killed)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid

@@ -2,7 +2,7 @@
 
 Two copies into one layout (two tasks, or two processes) must not lose each
 other's entries, which a read-modify-write without a lock does. Updates take
-an in-process lock and an exclusive ``fcntl.flock`` on ``index.json.lock``
+an in-process lock and an exclusive ``fcntl.flock`` on the layout directory
 (taken in a worker thread, so the event loop never blocks), re-read the file,
 apply the change, write a temporary file and ``os.replace`` it: readers see the
 old index or the new one, never half of one.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 
+from ..destination import TEMP_PREFIX, file_mode, sweep_stale
 from ..errors import ArchiveError
 from ..manifest import Descriptor, Manifest, build_index
 from ..mediatypes import OCI_INDEX
@@ -50,7 +51,9 @@ def read_index(root: Path) -> Manifest:
 
 @contextmanager
 def _file_lock(root: Path) -> Iterator[None]:
-    fd = os.open(root / "index.json.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    # The lock is taken on the layout directory itself, so no lock file is left in
+    # the layout (image-layout lists oci-layout, index.json and blobs/ only).
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -59,10 +62,14 @@ def _file_lock(root: Path) -> Iterator[None]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Temp file beside ``path`` (named for this process), fsync, ordinary mode, rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -71,6 +78,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _update_sync(root: Path, change: Callable[[list[Descriptor]], list[Descriptor] | None]) -> None:
     root.mkdir(parents=True, exist_ok=True)
+    sweep_stale(str(root))
     layout = root / "oci-layout"
     if not layout.exists():
         _write_atomic(layout, LAYOUT_VERSION.encode())

@@ -24,6 +24,7 @@ import anyio
 from ..archive.tarindex import FileRange
 from ..budget import Budget
 from ..config import MIB
+from ..destination import TEMP_PREFIX, sweep_stale
 from ..digest import Digest, Verifier, digest_in
 from ..errors import ManifestError, NotFoundError, SizeMismatchError
 from ..manifest import Descriptor, Manifest
@@ -46,6 +47,7 @@ class LayoutRepo:
         self.root = Path(os.path.abspath(path))
         self._max_manifest = max_manifest_size
         self._fallback_lock = anyio.Lock()
+        self._swept: set[Path] = set()
 
     @property
     def key(self) -> str:
@@ -179,7 +181,11 @@ class LayoutRepo:
     ) -> None:
         """Write to a temporary name in the blob's directory; rename once verified."""
         await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
+        if final.parent not in self._swept:
+            # Leftovers of a run that was killed mid-blob (their PID is gone).
+            self._swept.add(final.parent)
+            await anyio.to_thread.run_sync(sweep_stale, str(final.parent))
+        tmp = final.parent / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         verifier = Verifier(desc.digest, desc.size, what=f"blob {desc.digest}")
         try:
             await write(tmp, verifier)
