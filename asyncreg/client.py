@@ -303,4 +303,4 @@ class Client:
         if dst_tag is None and dst_ref.digest is None:
             dst_tag = src_ref.tag or ("latest" if src_ref.digest is None else None)
         copier = Copier(job, src_repo, dst_repo, options)
-        return await copier.copy(src_reference, dst_tag)
+        return await copier.copy(src_reference, dst_tag, expect=dst_ref.digest)

@@ -345,3 +345,18 @@ async def test_cancelled_while_opening_uploads_still_deletes_them(
                 await client.copy(src, f"{proxy.host}/{repo_name}:v1")
         assert proxy.count("POST", "/blobs/uploads/") == 3
         assert proxy.count("DELETE", "/blobs/uploads/") == 2
+
+
+async def test_a_destination_digest_must_be_the_source_digest(
+    seeded: Seeder, registry: RegistryProcess, repo_name: str
+) -> None:
+    built, src = seeded(ImageSpec(layers=1, layer_size=4096))
+    wrong = Digest.of(b"not this image")
+    async with Client() as client:
+        with pytest.raises(DigestMismatchError, match="nothing was copied"):
+            await client.copy(src, f"{registry.host}/{repo_name}-d@{wrong}")
+        target = client.repo(f"{registry.host}/{repo_name}-d")
+        assert await target.manifest_head(Digest.parse(built.digest)) is None
+        # The right digest is accepted.
+        result = await client.copy(src, f"{registry.host}/{repo_name}-d@{built.digest}")
+    assert str(result.digest) == built.digest

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import anyio
 
 from ..digest import Digest
-from ..errors import LoopError, ManifestError, NotFoundError
+from ..errors import DigestMismatchError, LoopError, ManifestError, NotFoundError
 from ..manifest import Descriptor, Manifest, build_index
 from ..options import CopyOptions, CopyResult
 from ..platform import Platform
@@ -64,6 +64,7 @@ class Copier:
         self._tags_lock = anyio.Lock()
         self._local = Progress()
         self._blobs = BlobPipeline(job, src, dst, self._emit)
+        self._expect: Digest | None = None
 
     def _emit(self, event: Event) -> None:
         """Count ``event`` for this copy's result and pass it to the job."""
@@ -76,8 +77,15 @@ class Copier:
 
     # --- entry point ------------------------------------------------------
 
-    async def copy(self, src_reference: str | Digest, dst_tag: str | None) -> CopyResult:
-        """Copy the image named by ``src_reference`` to ``dst`` (tagged ``dst_tag``)."""
+    async def copy(
+        self, src_reference: str | Digest, dst_tag: str | None, *, expect: Digest | None = None
+    ) -> CopyResult:
+        """Copy the image named by ``src_reference`` to ``dst`` (tagged ``dst_tag``).
+
+        ``expect`` is a digest the destination named: the manifest pushed must
+        have it, checked before anything moves.
+        """
+        self._expect = expect
         with counting(self._tally):
             return await self._copy(src_reference, dst_tag)
 
@@ -94,6 +102,8 @@ class Copier:
             raise NotFoundError(f"{self.src.key}:{src_reference}: manifest not found", status=404)
         if self.options.platform is not None:
             desc = await self._resolve_platform(desc, Platform.parse(self.options.platform))
+        if not self.options.filter_index:
+            self._check_expected(desc.digest)
         skipped = False
         target_digest = desc.digest
         if not self.options.force_recursive and not self.dst.wants_manifest_first:
@@ -185,6 +195,8 @@ class Copier:
                 annotations=manifest.annotations or None,
             )
         self._check_cap(to_push)
+        if top:
+            self._check_expected(to_push.digest)
         if self.dst.wants_manifest_first:
             await self._put(to_push, tag, top=top)
         if not self._same_repo:
@@ -221,6 +233,16 @@ class Copier:
         if desc.platform is None:
             return False
         return any(w.matches(desc.platform) for w in self._wanted)
+
+    def _check_expected(self, digest: Digest) -> None:
+        """A destination that names a digest gets that digest, or nothing."""
+        if self._expect is not None and digest != self._expect:
+            raise DigestMismatchError(
+                f"{self.dst.key}@{self._expect}: the destination names {self._expect} but the"
+                f" image copied is {digest}; nothing was copied",
+                expected=str(self._expect),
+                actual=str(digest),
+            )
 
     def _check_cap(self, manifest: Manifest) -> None:
         """Refuse a manifest the target cannot take before any of its content moves."""
