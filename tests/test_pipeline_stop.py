@@ -171,9 +171,14 @@ async def test_abandoned_put_is_reported_as_an_unclean_session(
     async with FaultProxy(registry_b.url) as dp:
         dp.add_rule(Rule(Throttle(256 * KIB), method="PUT", path="/blobs/uploads/"))
         progress = Progress()
+        failed: list[str] = []
+        progress.subscribe(lambda e: failed.append(e.error) if e.kind is EventKind.FAILED else None)
         async with Client(limits=Limits(per_host=1, zero_copy=zero_copy)) as client:
             with anyio.move_on_after(1.5):
                 await client.copy(src, f"{dp.host}/{repo_name}:v1", progress=progress)
+        # What a user reads about the abandoned blob: "cancelled", not a cancel scope's repr.
+        assert failed
+        assert set(failed) == {"cancelled"}
         deletes = [r.status for r in dp.requests if r.method == "DELETE"]
     assert 404 in deletes
     assert progress.statistics().unclean == deletes.count(404)

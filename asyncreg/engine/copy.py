@@ -36,7 +36,7 @@ from ..store import PushCap, Repo
 from ..tally import Tally, counting
 from .job import Job
 from .pipeline import BlobPipeline
-from .progress import Event, EventKind, Progress
+from .progress import Event, EventKind, Progress, reason
 
 __all__ = ["Copier"]
 
@@ -263,7 +263,7 @@ class Copier:
                 await self.dst.manifest_put(manifest, tag, child=not top or self.options.child)
             except BaseException as exc:
                 self._emit(
-                    Event(EventKind.FAILED, "manifest", digest, self.dst.key, error=str(exc))
+                    Event(EventKind.FAILED, "manifest", digest, self.dst.key, error=reason(exc))
                 )
                 raise
         self._emit(Event(EventKind.DONE, "manifest", digest, self.dst.key, size=manifest.size))

@@ -31,7 +31,7 @@ from ..digest import Digest
 from ..manifest import Descriptor
 from ..store import BlobRelay, BlobStream, Repo
 from .job import Job
-from .progress import Event, EventKind
+from .progress import Event, EventKind, reason
 
 __all__ = ["BlobPipeline"]
 
@@ -170,7 +170,7 @@ class BlobPipeline:
             try:
                 await run_attempts(budget, attempt)
             except BaseException as exc:
-                self._emit(Event(EventKind.FAILED, "blob", digest, target, error=str(exc)))
+                self._emit(Event(EventKind.FAILED, "blob", digest, target, error=reason(exc)))
                 raise
         job.holds(self.dst, desc.digest)
         self._emit(Event(EventKind.DONE, "blob", digest, target, size=desc.size))

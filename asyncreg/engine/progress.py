@@ -18,7 +18,7 @@ from enum import StrEnum
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["Event", "EventKind", "Progress", "Statistics"]
+__all__ = ["Event", "EventKind", "Progress", "Statistics", "reason"]
 
 
 class EventKind(StrEnum):
@@ -73,6 +73,16 @@ class Statistics:
 
 
 Listener = Callable[[Event], None]
+
+
+def reason(exc: BaseException) -> str:
+    """What a FAILED event says: the error's message, or "cancelled" for a cancellation.
+
+    A cancellation's own text is a cancel scope's repr, which means nothing to a user.
+    """
+    if not isinstance(exc, Exception):
+        return "cancelled"
+    return str(exc) or exc.__class__.__name__
 
 
 class Progress:
