@@ -8,6 +8,7 @@ go to stderr. The exit status is 0 on success, 1 when an operation failed
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,9 +20,10 @@ import orjson
 
 from .client import Client
 from .config import HostConfig, Limits
+from .destination import decide
 from .engine.failures import most_useful
 from .engine.progress import Progress
-from .errors import AsyncregError, Interrupted
+from .errors import AsyncregError, ConfigError, Interrupted
 from .options import CopyOptions, CopyResult
 from .progressview import PlainView, TerminalView
 
@@ -148,6 +150,8 @@ def _client(args: argparse.Namespace) -> Client:
         host, sep, path = item.partition("=")
         if not sep:
             raise SystemExit("asyncreg: --ca-file wants HOST=PEM")
+        if not os.path.isfile(path):
+            raise ConfigError(f"--ca-file {item}: {path} is not a readable file")
         hosts[host] = HostConfig(plain_http=False, ca_file=path)
     limits = Limits(
         transfers=args.concurrency, per_host=args.per_host, zero_copy=not args.no_zero_copy
@@ -211,6 +215,7 @@ async def _on_signals(
                 work.cancel()
                 return
             client.stop()
+            _SIGNALS.append(int(sig))
             busy = progress.statistics().in_flight
             if sig == signal.SIGINT:
                 print(
@@ -265,6 +270,8 @@ async def _mirror(args: argparse.Namespace) -> int:
     from .ops.mirror import load_config, report, run_mirror
 
     config = load_config(args.config)
+    if args.report:
+        decide(args.report)  # a report that cannot be written is refused before any work
     outcomes = await _with_progress(
         args,
         lambda client, progress: run_mirror(client, config, progress=progress),
@@ -359,6 +366,10 @@ async def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Signals received by `_on_signals`, first first: the exit status names the first.
+_SIGNALS: list[int] = []
+
+
 def _one_line(exc: BaseException) -> str:
     """The error's message on one line."""
     return str(exc).replace("\n", " ")
@@ -383,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise most_useful(group) from group
     except Interrupted as exc:
         print(f"asyncreg: {_one_line(exc)}", file=sys.stderr)
-        return 130
+        # The shell's convention: 128 + the signal (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
+        return 128 + (_SIGNALS[0] if _SIGNALS else int(signal.SIGINT))
     except AsyncregError as exc:
         print(f"asyncreg: {_one_line(exc)}", file=sys.stderr)
         return 1
