@@ -13,7 +13,7 @@ from asyncreg import Client, Digest
 from asyncreg.errors import ConfigError, HostilePathError
 from asyncreg.testkit.builder import ImageBuilder, ImageSpec
 from asyncreg.testkit.registry import RegistryProcess
-from asyncreg.testkit.skopeo import skopeo_copy, skopeo_inspect_raw
+from asyncreg.testkit.skopeo import push_layout, skopeo_copy, skopeo_inspect_raw
 from asyncreg.testkit.validate import validate
 from tests.fixtures import Seeder
 
@@ -212,3 +212,20 @@ def test_stdin_layout_with_a_link_is_refused_and_tags_nothing(
         check=False,
     )
     assert head.returncode != 0  # never tagged
+
+
+async def test_import_all_refuses_two_images_on_one_tag(
+    builder: ImageBuilder, registry: RegistryProcess, tmp_path: Path, repo_name: str
+) -> None:
+    for name, label in (("a", "first"), ("b", "second")):
+        builder.image("1", ImageSpec(layers=1, layer_size=4096, labels={"i": label}))
+        push_layout(builder.root, "1", registry.host, f"{repo_name}-{name}")
+    tar = tmp_path / "two.tar"
+    async with Client() as client:
+        await client.export(
+            [f"{registry.host}/{repo_name}-a:1", f"{registry.host}/{repo_name}-b:1"], tar
+        )
+        with pytest.raises(ConfigError, match="would both be tagged '1'"):
+            await client.import_(tar, f"{registry.host}/{repo_name}-all", all_images=True)
+        target = client.repo(f"{registry.host}/{repo_name}-all")
+        assert await target.manifest_head("1") is None

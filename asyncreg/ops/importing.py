@@ -150,16 +150,39 @@ async def import_images(
         first if i == 0 and first else Copier(job, tar, target, options) for i in range(len(todo))
     ]
 
-    async def one(copier: Copier, image_name: str | None, digest: Digest) -> None:
-        dst_tag = tag
-        if keep_names or dst_tag is None:
-            dst_tag = tag_of(image_name) or dst_tag or "latest"
+    tags = _target_tags(todo, tag=tag, keep_names=keep_names)
+
+    async def one(copier: Copier, digest: Digest, dst_tag: str) -> None:
         results.append(await copier.copy(digest, dst_tag))
 
     try:
         async with anyio.create_task_group() as tg:
-            for copier, (image_name, digest) in zip(copiers, todo, strict=True):
-                tg.start_soon(one, copier, image_name, digest)
+            for copier, (_, digest), dst_tag in zip(copiers, todo, tags, strict=True):
+                tg.start_soon(one, copier, digest, dst_tag)
     except BaseExceptionGroup as group:
         raise most_useful(group) from group
     return results
+
+
+def _target_tags(
+    todo: list[tuple[str | None, Digest]], *, tag: str | None, keep_names: bool
+) -> list[str]:
+    """The tag each image gets; two different images on one tag are refused, naming both.
+
+    Without this, ``--all`` of ``localhost/a:1`` and ``localhost/b:1`` into one
+    repository would push both to ``:1`` and silently keep only the last.
+    """
+    out: list[str] = []
+    seen: dict[str, tuple[str | None, Digest]] = {}
+    for image_name, digest in todo:
+        dst_tag = tag
+        if keep_names or dst_tag is None:
+            dst_tag = tag_of(image_name) or dst_tag or "latest"
+        before = seen.setdefault(dst_tag, (image_name, digest))
+        if before[1] != digest:
+            raise ConfigError(
+                f"{before[0] or before[1]} and {image_name or digest} would both be tagged"
+                f" {dst_tag!r} in the target; import them one at a time with --name"
+            )
+        out.append(dst_tag)
+    return out
