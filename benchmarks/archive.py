@@ -222,7 +222,7 @@ class _ArchiveLab:
             " tar must list exactly the source digest in index.json, skopeo's tars must be"
             " non-empty"
         )
-        Session(result, specs, self.timeout, self.env).run(runs)
+        Session(result, specs, self.timeout, self.env, servers=(self.source, self.dest)).run(runs)
         if sizes:
             result.notes.append(
                 "tar sizes: " + "; ".join(f"{t} {_size_text(n)}" for t, n in sizes.items())
@@ -270,7 +270,9 @@ class _ArchiveLab:
                 f"input FILE: {_size_text(path.stat().st_size)}, written once (untimed)"
                 f" by `{made_by}`; registry B wiped before every import"
             )
-            Session(result, specs, self.timeout, self.env).run(runs)
+            Session(result, specs, self.timeout, self.env, servers=(self.source, self.dest)).run(
+                runs
+            )
         finally:
             shutil.rmtree(self.in_dir, ignore_errors=True)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -32,6 +33,7 @@ __all__ = [
     "Measurement",
     "client_env",
     "head_digest",
+    "process_cpu_s",
     "run_measured",
 ]
 
@@ -92,6 +94,27 @@ class Measurement:
             what = f"exited with status {self.exit_code}"
         tail = self.stderr.strip().splitlines()[-3:]
         return what + (": " + " | ".join(tail) if tail else "")
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User plus system CPU seconds ``pid`` has used so far (``/proc/PID/stat``), or None.
+
+    Used for the registries, which are not our children until they exit, so
+    ``wait4`` cannot tell: the difference between two readings is the CPU a
+    server spent in between. None when the process is gone or not readable.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2 (comm) is in parentheses and may hold spaces: split after its closing one.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    # Fields 14 and 15 (utime, stime) are fields 12 and 13 after comm, in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def client_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -180,11 +203,19 @@ def run_measured(
         )
 
 
-def head_digest(registry_url: str, repo: str, reference: str, timeout: float = 30.0) -> str:
+def head_digest(
+    registry_url: str,
+    repo: str,
+    reference: str,
+    timeout: float = 30.0,
+    context: ssl.SSLContext | None = None,
+) -> str:
     """``Docker-Content-Digest`` of ``HEAD /v2/REPO/manifests/REF``; "" when the registry has none.
 
-    Any other HTTP or connection error propagates: a registry that cannot
-    answer is a broken lab, not a failed run.
+    ``context`` is the TLS context for an ``https://`` registry (one that
+    trusts its CA: `RegistryProcess.ssl_context`). Any other HTTP or
+    connection error propagates: a registry that cannot answer is a broken
+    lab, not a failed run.
     """
     request = urllib.request.Request(
         f"{registry_url}/v2/{repo}/manifests/{reference}",
@@ -192,7 +223,10 @@ def head_digest(registry_url: str, repo: str, reference: str, timeout: float = 3
         headers={"Accept": MANIFEST_ACCEPT},
     )
     # No proxy handler: loopback requests go straight to the registry whatever the environment says.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(request, timeout=timeout) as response:
             return str(response.headers.get("Docker-Content-Digest", ""))

@@ -53,6 +53,8 @@ class RunRecord:
     position: int
     measurement: Measurement | None
     error: str | None = None
+    #: CPU seconds the registries (A and B together) spent during the run, when measured.
+    server_cpu_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,13 +97,19 @@ class WorkloadResult:
 
     def stats(self, tool: str) -> ToolStats:
         """Summary figures of the successful timed runs of ``tool``."""
-        good = [r.measurement for r in self.records(tool) if r.ok and r.measurement is not None]
+        ok = [r for r in self.records(tool) if r.ok and r.measurement is not None]
         return ToolStats(
             tool=tool,
             attempted=len(self.records(tool)),
-            measurements=good,
+            measurements=[r.measurement for r in ok if r.measurement is not None],
             bytes_moved=self.bytes_moved,
+            server_cpu=[r.server_cpu_s for r in ok if r.server_cpu_s is not None],
         )
+
+    @property
+    def server_cpu_measured(self) -> bool:
+        """True when some timed run measured the registries' CPU."""
+        return any(r.server_cpu_s is not None for r in self.runs)
 
     def wall_ratio(self, baseline: str | None = None) -> float | None:
         """asyncreg median wall over that of ``baseline`` (default: the first); None if no data."""
@@ -125,11 +133,18 @@ class ToolStats:
     attempted: int
     measurements: Sequence[Measurement]
     bytes_moved: int
+    #: Registry CPU seconds (A+B) of the successful runs that measured it.
+    server_cpu: Sequence[float] = ()
 
     @property
     def ok_count(self) -> int:
         """Successful timed runs."""
         return len(self.measurements)
+
+    @property
+    def median_server_cpu(self) -> float | None:
+        """Median CPU seconds the registries spent per run."""
+        return statistics.median(self.server_cpu) if self.server_cpu else None
 
     @property
     def median_wall(self) -> float | None:
@@ -263,6 +278,12 @@ def _run_cell(record: RunRecord | None, attr: str, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def _server_cell(record: RunRecord | None) -> str:
+    if record is None or record.server_cpu_s is None:
+        return ""
+    return _num(record.server_cpu_s) if record.ok else "FAIL"
+
+
 def _ratio_cell(result: WorkloadResult, tool: str, baseline: str) -> str:
     if tool == baseline:
         return "1.00 (baseline)"
@@ -288,18 +309,23 @@ def _workload_section(result: WorkloadResult) -> list[str]:
     lines += [f"- {note}" for note in result.notes]
     lines.append("")
 
+    servers = result.server_cpu_measured
     ratio_header = "".join(f" wall ratio vs {b} |" for b in result.baselines)
+    server_header = " registry CPU s A+B (median) |" if servers else ""
     lines += [
         "| tool | runs ok | median wall s | MB/s | CPU s/GiB (median) | peak RSS MiB (max) |"
+        + server_header
         + ratio_header,
-        "|---|---|---|---|---|---|" + "---|" * len(result.baselines),
+        "|---|---|---|---|---|---|" + ("---|" if servers else "") + "---|" * len(result.baselines),
     ]
     for tool in result.tools:
         st = result.stats(tool)
         ratios = "".join(f" {_ratio_cell(result, tool, b)} |" for b in result.baselines)
+        server_cell = f" {_num(st.median_server_cpu)} |" if servers else ""
         lines.append(
             f"| {tool} | {st.ok_count}/{st.attempted} | {_num(st.median_wall)}"
             f" | {_num(st.mb_per_s, 0)} | {_num(st.cpu_per_gib)} | {_num(st.peak_rss_mib, 1)} |"
+            + server_cell
             + ratios
         )
     lines.append("")
@@ -311,8 +337,11 @@ def _workload_section(result: WorkloadResult) -> list[str]:
     header += [f"{t} wall s" for t in result.tools]
     header += [f"{t} CPU s" for t in result.tools]
     header += [f"{t} RSS MiB" for t in result.tools]
+    if servers:
+        header += [f"{t} registry CPU s" for t in result.tools]
+    what = ", registry A+B CPU" if servers else ""
     lines += [
-        "Every timed run (wall clock, client CPU user+sys, client peak RSS):",
+        f"Every timed run (wall clock, client CPU user+sys, client peak RSS{what}):",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -323,6 +352,8 @@ def _workload_section(result: WorkloadResult) -> list[str]:
         cells += [_run_cell(records.get(t), "wall_s", 2) for t in result.tools]
         cells += [_run_cell(records.get(t), "cpu_s", 2) for t in result.tools]
         cells += [_run_cell(records.get(t), "max_rss_mib", 1) for t in result.tools]
+        if servers:
+            cells += [_server_cell(records.get(t)) for t in result.tools]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
 

@@ -12,6 +12,14 @@ For each workload:
 4. after every copy, ``HEAD`` the tag in B: a copy that did not leave the
    expected digest there is a failure, not a number.
 
+W1-TLS is W1 between two registries that serve HTTPS, each with a
+certificate from its own throw-away CA (trustme). Both tools are given the
+CAs and verify them: asyncreg with ``--ca-file HOST=PEM`` per registry,
+skopeo with ``--src-cert-dir``/``--dest-cert-dir`` (a directory holding the
+CA as ``ca.crt``) and ``--src-tls-verify=true``/``--dest-tls-verify=true``.
+Before the timed runs, each tool is run once with the two CAs swapped and
+must fail: a tool that copied anyway would not be verifying certificates.
+
 W3 goes through a tar file instead, in legs timed apart (see
 `benchmarks.archive`): export from A to a tar (asyncreg against skopeo's
 ``docker-archive:`` and ``oci-archive:``), then import of an OCI archive into
@@ -34,14 +42,15 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncreg
-from asyncreg.testkit.registry import RegistryProcess, require_tools
+from asyncreg.testkit.registry import RegistryOptions, RegistryProcess, require_tools
 
 from .archive import run_archive_workload
-from .measure import Measurement, client_env
+from .measure import Measurement, client_env, run_measured
 from .report import TOOLS, WorkloadResult, render_report
 from .session import (
     REPO_ROOT,
@@ -61,13 +70,38 @@ DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "latest.md"
 #: Seconds one copy (export, import) may take before it is killed and counted as a failure.
 DEFAULT_TIMEOUT = 600.0
 
-ArgvFactory = Callable[[Workload, str, str], list[str]]
+
+@dataclass(frozen=True)
+class Trust:
+    """The CA of each TLS registry, as each tool wants it."""
+
+    #: PEM file of registry A's CA, and of B's (asyncreg ``--ca-file HOST=PEM``).
+    src_ca: str
+    dst_ca: str
+    #: A directory holding A's CA as ``ca.crt``, and one for B's (skopeo ``--*-cert-dir``).
+    src_cert_dir: str
+    dst_cert_dir: str
+
+    def swapped(self) -> Trust:
+        """Each registry's CA given for the other: verification must then fail."""
+        return Trust(self.dst_ca, self.src_ca, self.dst_cert_dir, self.src_cert_dir)
 
 
-def asyncreg_argv(workload: Workload, src_host: str, dst_host: str) -> list[str]:
-    """The asyncreg command copying ``workload`` from ``src_host`` to ``dst_host``."""
+#: How the report shows the CA files and directories.
+SHOWN_TRUST = Trust("CA_A", "CA_B", "CERTS_A", "CERTS_B")
+
+ArgvFactory = Callable[[Workload, str, str, Trust | None], list[str]]
+
+
+def asyncreg_argv(
+    workload: Workload, src_host: str, dst_host: str, trust: Trust | None = None
+) -> list[str]:
+    """The asyncreg command copying ``workload`` from ``src_host`` to ``dst_host``.
+
+    With ``trust``, both hosts are spoken to over TLS, each verified against its CA.
+    """
     ref = f"{workload.repo}:{workload.tag}"
-    return [
+    argv = [
         sys.executable,
         "-m",
         "asyncreg",
@@ -77,18 +111,35 @@ def asyncreg_argv(workload: Workload, src_host: str, dst_host: str) -> list[str]
         "--progress",
         "none",
     ]
+    if trust is not None:
+        argv += [
+            "--ca-file",
+            f"{src_host}={trust.src_ca}",
+            "--ca-file",
+            f"{dst_host}={trust.dst_ca}",
+        ]
+    return argv
 
 
-def skopeo_argv(workload: Workload, src_host: str, dst_host: str) -> list[str]:
-    """The skopeo command doing the same copy (``--all`` for an index)."""
+def skopeo_argv(
+    workload: Workload, src_host: str, dst_host: str, trust: Trust | None = None
+) -> list[str]:
+    """The skopeo command doing the same copy (``--all`` for an index).
+
+    Without ``trust`` it speaks plain HTTP (``--*-tls-verify=false``); with it,
+    HTTPS verified against each registry's CA directory.
+    """
     ref = f"{workload.repo}:{workload.tag}"
-    argv = [
-        "skopeo",
-        "--insecure-policy",
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-    ]
+    argv = ["skopeo", "--insecure-policy", "copy"]
+    if trust is None:
+        argv += ["--src-tls-verify=false", "--dest-tls-verify=false"]
+    else:
+        argv += [
+            "--src-tls-verify=true",
+            f"--src-cert-dir={trust.src_cert_dir}",
+            "--dest-tls-verify=true",
+            f"--dest-cert-dir={trust.dst_cert_dir}",
+        ]
     if workload.is_index:
         argv.append("--all")
     return [*argv, f"docker://{src_host}/{ref}", f"docker://{dst_host}/{ref}"]
@@ -123,7 +174,11 @@ def _nproc() -> int:
 
 
 def _copy_specs(
-    workload: Workload, source: RegistryProcess, dest: RegistryProcess, expected: str
+    workload: Workload,
+    source: RegistryProcess,
+    dest: RegistryProcess,
+    expected: str,
+    trust: Trust | None,
 ) -> list[ToolSpec]:
     """Each tool copies A to B; B is wiped before and must hold ``expected`` after."""
 
@@ -138,12 +193,64 @@ def _copy_specs(
     return [
         ToolSpec(
             name=tool,
-            argv=tuple(ARGV[tool](workload, source.host, dest.host)),
+            argv=tuple(ARGV[tool](workload, source.host, dest.host, trust)),
             prepare=dest.reset,
             check=checker(tool),
         )
         for tool in TOOLS
     ]
+
+
+def _trust(tmp: Path, source: RegistryProcess, dest: RegistryProcess) -> Trust:
+    """Copy each registry's CA into its own directory as ``ca.crt`` (skopeo's layout)."""
+    dirs: list[Path] = []
+    for name, registry in (("a", source), ("b", dest)):
+        ca = registry.ca_pem
+        if ca is None:
+            raise RuntimeError(f"registry {registry.host} does not serve TLS")
+        cert_dir = tmp / f"certs-{name}"
+        cert_dir.mkdir()
+        shutil.copyfile(ca, cert_dir / "ca.crt")
+        dirs.append(cert_dir)
+    return Trust(
+        src_ca=str(dirs[0] / "ca.crt"),
+        dst_ca=str(dirs[1] / "ca.crt"),
+        src_cert_dir=str(dirs[0]),
+        dst_cert_dir=str(dirs[1]),
+    )
+
+
+def _check_verification(
+    workload: Workload,
+    source: RegistryProcess,
+    dest: RegistryProcess,
+    trust: Trust,
+    timeout: float,
+) -> str:
+    """Run each tool once with the CAs swapped: it must fail on the certificate.
+
+    A tool that copies although it was handed the wrong CA for both registries
+    does not verify certificates, and its timings would not be those of a
+    verified TLS copy: that is a setup error (`RuntimeError`), as is a failure
+    whose message does not mention the certificate. Returns a note for the report.
+    """
+    wrong = trust.swapped()
+    outcomes: list[str] = []
+    for tool in TOOLS:
+        argv = ARGV[tool](workload, source.host, dest.host, wrong)
+        m = run_measured(argv, timeout=timeout, env=client_env(), cwd=REPO_ROOT)
+        if m.exit_code == 0:
+            raise RuntimeError(f"{tool} copied with the CAs swapped: it does not verify TLS")
+        if "certificate" not in m.stderr:
+            raise RuntimeError(
+                f"{tool} with the CAs swapped failed, but not on the certificate: {m.failure()}"
+            )
+        tail = (m.stderr.strip().splitlines() or ["(no message)"])[-1]
+        reason = ("..." + tail[-157:] if len(tail) > 160 else tail).replace("`", "'")
+        reason = reason.replace("|", "/")
+        log(f"{workload.name}: {tool} with the CAs swapped failed, as it must: {reason}")
+        outcomes.append(f"{tool} in {m.wall_s:.1f} s (`{reason}`)")
+    return "with the two CAs swapped (untimed), each tool refused: " + "; ".join(outcomes)
 
 
 def run_copy_workload(
@@ -152,18 +259,30 @@ def run_copy_workload(
     """Prepare, measure and clean up one copy workload; setup errors end up in the result."""
     result = WorkloadResult(workload=workload, scale=scale)
     tmp = Path(tempfile.mkdtemp(prefix=f"asyncreg-bench-{workload.name.lower()}-"))
-    source = RegistryProcess()
-    dest = RegistryProcess()
+    options = RegistryOptions(tls=workload.tls)
+    source = RegistryProcess(options)
+    dest = RegistryProcess(options)
     try:
         source.start()
         dest.start()
+        trust = _trust(tmp, source, dest) if workload.tls else None
         built = seed_source(workload, scale, tmp / "layout", source)
         result.expected_digest = built.digest
         result.bytes_moved = built.blob_bytes
         result.blob_count = len(built.blobs)
-        result.commands = {tool: shown(ARGV[tool](workload, "A", "B")) for tool in TOOLS}
-        specs = _copy_specs(workload, source, dest, built.digest)
-        Session(result, specs, timeout, client_env()).run(runs)
+        shown_trust = SHOWN_TRUST if trust is not None else None
+        result.commands = {
+            tool: shown(ARGV[tool](workload, "A", "B", shown_trust)) for tool in TOOLS
+        }
+        if trust is not None:
+            result.notes.append(
+                "A and B serve HTTPS, each with a certificate from its own throw-away CA;"
+                " CA_A/CA_B are the CAs' PEM files, CERTS_A/CERTS_B directories holding"
+                " them as ca.crt"
+            )
+            result.notes.append(_check_verification(workload, source, dest, trust, timeout))
+        specs = _copy_specs(workload, source, dest, built.digest, trust)
+        Session(result, specs, timeout, client_env(), servers=(source, dest)).run(runs)
     except Exception as exc:
         log(f"{workload.name}: aborted: {exc}")
         result.setup_error = f"{type(exc).__name__}: {exc}"
@@ -204,9 +323,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workloads",
-        default="W1,W3,W4",
-        help="comma-separated: W1 (copy), W3 (export and import via a tar), W4 (copy of an index);"
-        " default: all three",
+        default="W1,W1-TLS,W3,W4",
+        help="comma-separated: W1 (copy), W1-TLS (W1 between TLS registries, verified),"
+        " W3 (export and import via a tar), W4 (copy of an index); default: all four",
     )
     p.add_argument("--runs", type=_positive_int, default=5, help="timed runs per tool (default 5)")
     p.add_argument(

@@ -8,6 +8,12 @@ tool, then timed runs in which every tool runs once, in an order rotated by
 one place per run, so that each tool is first, second, ... equally often.
 A run whose process fails or whose output does not check out is recorded
 with its reason and counts as a failure, not as a number.
+
+When `Session` is given the registries, it also reads their CPU time
+(``/proc/PID/stat``) after ``prepare`` (which may restart B) and right after
+the client exits: on two cores the registries, not the client, are the
+ceiling of a copy, so what a tool makes them spend matters as much as its own
+CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from asyncreg.testkit.builder import BuiltImage
 from asyncreg.testkit.registry import RegistryProcess
 from asyncreg.testkit.skopeo import push_layout
 
-from .measure import Measurement, head_digest, run_measured
+from .measure import Measurement, head_digest, process_cpu_s, run_measured
 from .report import SUBJECT, RunRecord, WorkloadResult
 from .workloads import Workload
 
@@ -84,7 +90,7 @@ def check_printed_digest(tool: str, stdout: str, expected: str) -> str | None:
 def check_registry(registry: RegistryProcess, workload: Workload, expected: str) -> str | None:
     """Why ``registry`` does not hold ``expected`` at the workload's tag, or None."""
     try:
-        got = head_digest(registry.url, workload.repo, workload.tag)
+        got = head_digest(registry.url, workload.repo, workload.tag, context=registry.ssl_context())
     except OSError as exc:
         return f"could not HEAD the tag in B: {exc}"
     if got != expected:
@@ -100,7 +106,7 @@ def seed_source(
     built = workload.build(layout, scale)
     log(f"{workload.name}: seeding registry A ({source.host}) with skopeo")
     push_layout(layout, workload.tag, source.host, workload.repo, all=True)
-    seeded = head_digest(source.url, workload.repo, workload.tag)
+    seeded = head_digest(source.url, workload.repo, workload.tag, context=source.ssl_context())
     if seeded != built.digest:
         raise RuntimeError(f"registry A holds {seeded or 'nothing'}, expected {built.digest}")
     return built
@@ -115,6 +121,7 @@ class Session:
         specs: Sequence[ToolSpec],
         timeout: float,
         env: Mapping[str, str],
+        servers: Sequence[RegistryProcess] = (),
     ) -> None:
         names = tuple(spec.name for spec in specs)
         if names != result.tools:
@@ -123,12 +130,28 @@ class Session:
         self.specs = tuple(specs)
         self.timeout = timeout
         self.env = env
+        self.servers = tuple(servers)
+
+    def _server_cpu(self) -> list[float] | None:
+        """CPU seconds so far of each registry; None without registries or if one is gone."""
+        readings: list[float] = []
+        for server in self.servers:
+            reading = process_cpu_s(server.pid) if server.running else None
+            if reading is None:
+                return None
+            readings.append(reading)
+        return readings or None
 
     def once(self, spec: ToolSpec, run: int, position: int) -> RunRecord:
         """Prepare, run ``spec`` once, check, clean up; a failure is recorded, never raised."""
         spec.prepare()
+        server_cpu: float | None = None
         try:
+            before = self._server_cpu()
             m = run_measured(spec.argv, timeout=self.timeout, env=self.env, cwd=REPO_ROOT)
+            after = self._server_cpu()
+            if before is not None and after is not None:
+                server_cpu = sum(b - a for a, b in zip(before, after, strict=True))
             error = m.failure()
             if error is None:
                 error = spec.check(m)
@@ -136,13 +159,21 @@ class Session:
             spec.cleanup()
         label = "warm-up" if run == 0 else f"run {run}"
         if error is None:
+            servers = "" if server_cpu is None else f", registries {server_cpu:.2f} CPU s"
             log(
                 f"{self.result.title} {label} {spec.name}: {m.wall_s:.2f} s wall,"
-                f" {m.cpu_s:.2f} CPU s, {m.max_rss_mib:.1f} MiB peak RSS"
+                f" {m.cpu_s:.2f} CPU s, {m.max_rss_mib:.1f} MiB peak RSS{servers}"
             )
         else:
             log(f"{self.result.title} {label} {spec.name}: FAILED: {error}")
-        return RunRecord(run=run, tool=spec.name, position=position, measurement=m, error=error)
+        return RunRecord(
+            run=run,
+            tool=spec.name,
+            position=position,
+            measurement=m,
+            error=error,
+            server_cpu_s=server_cpu,
+        )
 
     def run(self, runs: int) -> None:
         """One warm-up per tool, then ``runs`` timed runs in rotating order."""

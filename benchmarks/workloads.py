@@ -1,6 +1,9 @@
 """The benchmark workloads of the issue, built with the test kit's `ImageBuilder`.
 
 - W1: one image of 8 x 128 MiB layers, registry A to registry B.
+- W1-TLS: W1 between two registries that serve HTTPS, each with a
+  certificate from its own throw-away CA, which both tools are given and
+  verify (so neither the splice relay nor plain HTTP applies).
 - W3: W1's image through a tar file, in two legs measured apart: export
   (registry A to a tar; skopeo writes a ``docker-archive:`` and an
   ``oci-archive:``) and import (an OCI archive into an empty registry B).
@@ -60,6 +63,8 @@ class Workload:
     tag: str = "v1"
     seed: int = 1
     kind: Literal["copy", "archive"] = "copy"
+    #: Both registries serve HTTPS (a throw-away CA each) and both tools verify it.
+    tls: bool = False
 
     @property
     def is_index(self) -> bool:
@@ -73,12 +78,13 @@ class Workload:
     def describe(self, scale: float) -> str:
         """A one-line description, e.g. ``one image, 8 x 128 MiB layers``."""
         size = _size_text(self.layer_bytes(scale))
+        tls = ", HTTPS registries (verified)" if self.tls else ""
         if self.is_index:
             return (
                 f"{len(self.platforms)}-platform index ({', '.join(self.platforms)}),"
-                f" {self.layers} x {size} layers each"
+                f" {self.layers} x {size} layers each{tls}"
             )
-        return f"one image, {self.layers} x {size} layers"
+        return f"one image, {self.layers} x {size} layers{tls}"
 
     def build(self, layout: Path, scale: float) -> BuiltImage:
         """Write the workload into an OCI layout at ``layout``, tagged `tag`."""
@@ -99,6 +105,8 @@ WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
         Workload(name="W1", layers=8, layer_size=128 * MIB, repo="bench/w1"),
+        # W1's image (same shape and seed, so the same blobs) between two TLS registries.
+        Workload(name="W1-TLS", layers=8, layer_size=128 * MIB, repo="bench/w1", tls=True),
         # W1's image (same shape and seed, so the same blobs), moved through a tar.
         Workload(name="W3", layers=8, layer_size=128 * MIB, repo="bench/w3", kind="archive"),
         Workload(
@@ -113,7 +121,10 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def parse_workloads(text: str) -> list[Workload]:
-    """``"W1,W3,W4"`` (any case, spaces allowed) to workloads; `ValueError` names unknown ones."""
+    """``"W1,W1-TLS,W3,W4"`` (any case, spaces allowed) to workloads.
+
+    `ValueError` names unknown ones.
+    """
     names = [part.strip().upper() for part in text.split(",") if part.strip()]
     if not names:
         raise ValueError("no workload given")
