@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ import anyio
 from multidict import CIMultiDict
 
 from ..budget import Budget
-from ..errors import AsyncregError, TransportError, TransportTimeout
+from ..errors import AsyncregError, RegistryError, TransportError, TransportTimeout
 from ..manifest import Descriptor
 from .answers import error_from_answer
 from .endpoint import Endpoint
@@ -35,6 +36,11 @@ from .http import USER_AGENT
 
 __all__ = [
     "Head",
+    "answer_error",
+    "blob_request",
+    "check_blob_head",
+    "is_error",
+    "resume_at",
     "HEAD_LIMIT",
     "RawBlobSource",
     "StepAside",
@@ -171,6 +177,75 @@ def request_bytes(method: str, url: str, host: str, headers: dict[str, str]) -> 
     return "\r\n".join(lines).encode("latin-1")
 
 
+async def blob_request(ep: Endpoint, desc: Descriptor, offset: int) -> tuple[str, dict[str, str]]:
+    """URL and headers of a raw blob GET (distribution-spec end-2), ``Range`` from ``offset``."""
+    t = ep.transport
+    await t.ping(ep.host)
+    headers = {"Accept-Encoding": "identity"}
+    auth = await t.auth.header(ep.host, ep.pull_scopes)
+    if auth:
+        headers["Authorization"] = auth
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return ep.url(f"/v2/{ep.name}/blobs/{desc.digest}"), headers
+
+
+def is_error(head: Head) -> bool:
+    """An error answer the transport would raise (a 401 is left to the aiohttp path's auth)."""
+    return head.status >= 400 and head.status != 401
+
+
+def answer_error(
+    ep: Endpoint, head: Head, body: bytes, method: str, url: str, what: str
+) -> RegistryError:
+    """The registry's error for ``head``, after the host was paused if it asked for that."""
+    ep.transport.note_answer(ep.host, head.status, head.headers)
+    return error_from_answer(head.status, head.headers, body, method=method, url=url, what=what)
+
+
+def check_blob_head(head: Head, desc: Descriptor, offset: int, *, ranged_only: bool) -> None:
+    """`StepAside` unless the answer is the blob from ``offset`` in plain framing.
+
+    ``ranged_only``: a 200 to a ranged request (the whole blob again) is refused
+    too, for readers that cannot skip bytes cheaply.
+    """
+    h = head.headers
+    plain = h.get("transfer-encoding") is None and h.get("content-encoding", "identity") in (
+        "identity",
+        "",
+    )
+    if ranged_only and offset and head.status != 206:
+        raise StepAside(f"source ignored Range (answered {head.status})")
+    want = desc.size - offset if head.status == 206 else desc.size
+    if head.status not in (200, 206) or not plain or h.get("content-length") != str(want):
+        raise StepAside(f"source answered {head.status}")
+
+
+async def resume_at(
+    budget: Budget,
+    reopen: Callable[[int], Awaitable[None]],
+    offset: int,
+    broke: AsyncregError,
+    progressed: bool,
+    what: str,
+) -> None:
+    """Spend from ``budget`` for ``broke``, then ``reopen(offset)``, until it opens.
+
+    A source that will no longer serve the raw GET in the middle of a transfer
+    (a redirect or a challenge now) cannot hand over to another path with
+    bytes already sent: that is a failure of this try.
+    """
+    while True:
+        await budget.spend(broke, progressed=progressed)
+        try:
+            await reopen(offset)
+            return
+        except StepAside as exc:
+            raise TransportError(f"{what}: resume refused ({exc})") from exc
+        except AsyncregError as exc:
+            broke, progressed = exc, False
+
+
 class RawBlobSource:
     """The source blob's GET, reopened with ``Range`` when it breaks."""
 
@@ -189,33 +264,18 @@ class RawBlobSource:
         challenge, other framing); the registry's error for an error answer.
         """
         self.close()
-        ep, t = self.ep, self.ep.transport
-        await t.ping(ep.host)
-        await t.pauses.wait(ep.host)
-        url = ep.url(f"/v2/{ep.name}/blobs/{self.desc.digest}")
-        headers = {"Accept-Encoding": "identity"}
-        auth = await t.auth.header(ep.host, ep.pull_scopes)
-        if auth:
-            headers["Authorization"] = auth
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        ep = self.ep
+        await ep.transport.pauses.wait(ep.host)
+        url, headers = await blob_request(ep, self.desc, offset)
         sock = await connect(ep.host, self.stall, self.what)
         self.sock = sock
         await send_all(sock, request_bytes("GET", url, ep.host, headers), self.stall, self.what)
         head = await read_head(sock, self.stall, self.what)
-        h = head.headers
-        if head.status >= 400 and head.status != 401:
+        if is_error(head):
             body = await read_small_body(sock, head, self.stall, self.what)
             self.close()
-            t.note_answer(ep.host, head.status, h)
-            raise error_from_answer(head.status, h, body, method="GET", url=url, what=self.what)
-        plain = h.get("transfer-encoding") is None and h.get("content-encoding", "identity") in (
-            "identity",
-            "",
-        )
-        want = self.desc.size - offset if head.status == 206 else self.desc.size
-        if head.status not in (200, 206) or not plain or h.get("content-length") != str(want):
-            raise StepAside(f"source answered {head.status}")
+            raise answer_error(ep, head, body, "GET", url, self.what)
+        check_blob_head(head, self.desc, offset, ranged_only=False)
         if head.status == 200 and offset:
             await self._discard(offset)
 
@@ -226,15 +286,7 @@ class RawBlobSource:
         transfer (a redirect or a challenge now) cannot hand over to another
         path with bytes already sent: that is a final failure of this try.
         """
-        while True:
-            await self.budget.spend(broke, progressed=progressed)
-            try:
-                await self.open(offset)
-                return
-            except StepAside as exc:
-                raise TransportError(f"{self.what}: resume refused ({exc})") from exc
-            except AsyncregError as exc:
-                broke, progressed = exc, False
+        await resume_at(self.budget, self.open, offset, broke, progressed, self.what)
 
     async def _discard(self, n: int) -> None:
         sock = self.sock

@@ -36,13 +36,13 @@ import anyio
 from ..budget import Budget
 from ..errors import AsyncregError, SizeMismatchError, TransportError
 from ..manifest import Descriptor
-from .answers import error_from_answer
 from .endpoint import Endpoint
 from .http import origin
 from .rawhttp import (
     Head,
     RawBlobSource,
     StepAside,
+    answer_error,
     connect,
     read_head,
     read_small_body,
@@ -187,10 +187,7 @@ async def _raw_put(
             head = await read_head(sink, stall, what)
         if head.status not in (201, 204):
             answer = await read_small_body(sink, head, stall, what)
-            t.note_answer(dst.host, head.status, head.headers)
-            err = error_from_answer(
-                head.status, head.headers, answer, method="PUT", url=url, what=what
-            )
+            err = answer_error(dst, head, answer, "PUT", url, what)
             refused = refused_digest(dst, desc, err)
             if refused is not None:
                 raise refused from err

@@ -32,10 +32,20 @@ import anyio
 from ..budget import Budget
 from ..errors import AsyncregError, SizeMismatchError, TransportError, TransportTimeout
 from ..manifest import Descriptor
-from .answers import error_from_answer
 from .endpoint import Endpoint
 from .http import origin
-from .rawhttp import HEAD_LIMIT, Head, StepAside, parse_head, request_bytes
+from .rawhttp import (
+    HEAD_LIMIT,
+    Head,
+    StepAside,
+    answer_error,
+    blob_request,
+    check_blob_head,
+    is_error,
+    parse_head,
+    request_bytes,
+    resume_at,
+)
 from .upload import Upload, refused_digest
 
 __all__ = ["tls_relay_blob"]
@@ -146,45 +156,19 @@ class _Source:
 
     async def open(self, offset: int) -> None:
         self.close()
-        ep, t = self.ep, self.ep.transport
-        await t.ping(ep.host)
-        url = ep.url(f"/v2/{ep.name}/blobs/{self.desc.digest}")
-        headers = {"Accept-Encoding": "identity"}
-        auth = await t.auth.header(ep.host, ep.pull_scopes)
-        if auth:
-            headers["Authorization"] = auth
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        conn = self.conn = await _Conn.open(ep, self.what)
-        await conn.send(request_bytes("GET", url, ep.host, headers))
+        url, headers = await blob_request(self.ep, self.desc, offset)
+        conn = self.conn = await _Conn.open(self.ep, self.what)
+        await conn.send(request_bytes("GET", url, self.ep.host, headers))
         head = await conn.head()
-        h = head.headers
-        if head.status >= 400 and head.status != 401:
+        if is_error(head):
             body = await conn.small_body(head)
             self.close()
-            t.note_answer(ep.host, head.status, h)
-            raise error_from_answer(head.status, h, body, method="GET", url=url, what=self.what)
-        plain = h.get("transfer-encoding") is None and h.get("content-encoding", "identity") in (
-            "identity",
-            "",
-        )
-        want = self.desc.size - offset
-        if head.status != 206 and offset:
-            raise StepAside(f"source ignored Range (answered {head.status})")
-        if head.status not in (200, 206) or not plain or h.get("content-length") != str(want):
-            raise StepAside(f"source answered {head.status}")
+            raise answer_error(self.ep, head, body, "GET", url, self.what)
+        check_blob_head(head, self.desc, offset, ranged_only=True)
 
     async def resume(self, offset: int, broke: AsyncregError, *, progressed: bool) -> None:
         """Spend from the budget for ``broke``, then re-open at ``offset`` (until it opens)."""
-        while True:
-            await self.budget.spend(broke, progressed=progressed)
-            try:
-                await self.open(offset)
-                return
-            except StepAside as exc:
-                raise TransportError(f"{self.what}: resume refused ({exc})") from exc
-            except AsyncregError as exc:
-                broke, progressed = exc, False
+        await resume_at(self.budget, self.open, offset, broke, progressed, self.what)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -294,8 +278,7 @@ async def _answer(dst: Endpoint, desc: Descriptor, sink: _Conn, head: Head, url:
     if head.status in (201, 204):
         return
     body = await sink.small_body(head)
-    dst.transport.note_answer(dst.host, head.status, head.headers)
-    err = error_from_answer(head.status, head.headers, body, method="PUT", url=url, what=sink.what)
+    err = answer_error(dst, head, body, "PUT", url, sink.what)
     refused = refused_digest(dst, desc, err)
     if refused is not None:
         raise refused from err
