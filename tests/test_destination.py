@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from asyncreg.destination import TEMP_PREFIX, Mode, decide, file_mode, sweep_stale
 from asyncreg.errors import DestinationError
 from asyncreg.testkit.builder import ImageBuilder, ImageSpec
+from asyncreg.testkit.proxy import FaultProxy, Rule, Throttle
+from asyncreg.testkit.registry import RegistryProcess
+from tests.fixtures import Seeder
 
 
 def test_new_names_and_regular_files_are_written_atomically(tmp_path: Path) -> None:
@@ -171,3 +177,37 @@ def test_refused_exports_are_one_line(ref: str, tmp_path: Path, dest: str) -> No
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_sigkill_mid_export_then_a_rerun_leaves_a_whole_tar_and_no_temp_file(
+    seeded: Seeder, registry: RegistryProcess, tmp_path: Path
+) -> None:
+    _, src = seeded(ImageSpec(layers=2, layer_size=512 * 1024))
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "image.tar"
+
+    async def kill_mid_export() -> None:
+        async with FaultProxy(registry.url) as sp:
+            sp.add_rule(Rule(Throttle(128 * 1024), method="GET", path="/blobs/"))
+            cmd = [sys.executable, "-m", "asyncreg", "export", src.replace(registry.host, sp.host)]
+            proc = await anyio.open_process([*cmd, str(dest), "--progress", "none"])
+            with anyio.fail_after(30):
+                while not any(p.name.startswith(TEMP_PREFIX) for p in out.iterdir()):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                await anyio.sleep(0.3)  # some bytes are in the temp file now
+            proc.kill()
+            await proc.wait()
+
+    anyio.run(kill_mid_export)
+    assert not dest.exists()
+    assert [p.name for p in out.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    proc = _export(src, str(dest))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["image.tar"]
+    with tarfile.open(dest) as tar:
+        for member in tar.getmembers():
+            if member.name.startswith("blobs/sha256/") and member.isfile():
+                f = tar.extractfile(member)
+                assert f is not None
+                assert hashlib.sha256(f.read()).hexdigest() == member.name.rsplit("/", 1)[1]
