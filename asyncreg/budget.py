@@ -63,14 +63,9 @@ class Budget:
     """
 
     def __init__(
-        self,
-        policy: RetryPolicy,
-        what: str = "",
-        *,
-        stopping: Callable[[], bool] = lambda: False,
+        self, policy: RetryPolicy, *, stopping: Callable[[], bool] = lambda: False
     ) -> None:
         self.policy = policy
-        self.what = what
         #: True once the job is stopping: nothing is retried, chunked uploads end.
         self.stopping = stopping
         self.failures = 0

@@ -35,7 +35,7 @@ import pytest
 
 from asyncreg import Client, CopyResult, HostConfig, Limits, Progress, RetryPolicy
 from asyncreg.engine.progress import Event
-from asyncreg.errors import AsyncregError, ManifestError, RegistryError
+from asyncreg.errors import ArchiveError, AsyncregError, ManifestError, RegistryError
 from asyncreg.testkit.builder import BuiltImage, ImageBuilder, ImageSpec
 from asyncreg.testkit.proxy import (
     DropBodyAfter,
@@ -617,6 +617,42 @@ async def test_stdin_import_uploads_each_blob_once(
     assert uploads == len(built.blobs)
     assert result.blobs_moved == len(built.blobs)
     assert result.bytes_moved == built.blob_bytes
+
+
+async def test_stdin_blobs_held_in_memory_ride_out_a_503_burst(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small blobs of a stream are kept in memory while they upload, so a retry can resend them."""
+    async with prepared(lab, "import-stream", "target") as case:
+        rule = case.proxy.add_rule(Rule(Status(503), method="PUT", path=UPLOAD_PUT, times=2))
+        with Path(case.src).open("rb") as tar:
+            monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=tar))
+            case.src = "-"
+            result = await case.run()
+        await case.check()
+    assert rule.applied == 2
+    assert result.retries >= 2
+    assert result.bytes_moved == case.built.blob_bytes
+
+
+async def test_stdin_blob_that_failed_mid_flow_says_to_use_a_file(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large stream blob flows from the tar once: a failed PUT cannot be replayed."""
+    async with prepared(lab, "import-stream", "target") as case:
+        layer = case.built.layers[0]
+        case.proxy.add_rule(Rule(Status(503), method="PUT", path=UPLOAD_PUT, times=1))
+        with Path(case.src).open("rb") as tar:
+            monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(buffer=tar))
+            case.src = "-"
+            # Blobs over the manifest cap are streamed from the tar, not held in memory.
+            with pytest.raises(ArchiveError, match="import the file"):
+                await case.run(max_manifest_push=64 * KIB)
+        refused = [r.query.get("digest") for r in _upload_puts(case.proxy) if r.status == 503]
+    # The refused PUT was a layer's (the tar holds layers before the small config).
+    assert refused
+    assert refused[0] in {x.digest for x in case.built.layers}
+    assert layer.size > 64 * KIB
 
 
 # --- 8. statistics tell the truth ------------------------------------------------------------

@@ -148,7 +148,7 @@ class BlobPipeline:
         job = self.job
         job.check_running()
         meter = _Meter(self._emit, digest, target)
-        budget = Budget(job.retry, f"blob {digest}", stopping=job.is_stopping)
+        budget = Budget(job.retry, stopping=job.is_stopping)
         verify = not self.dst.verifies_blobs
 
         async def source() -> BlobStream:

@@ -75,8 +75,6 @@ class StreamedImages:
     sent: dict[Digest, int] = field(default_factory=dict)
     #: Blobs kept in the spool file until the end: digest -> (offset, size).
     spooled: dict[Digest, tuple[int, int]] = field(default_factory=dict)
-    #: Blobs no selected image uses, not uploaded.
-    ignored: int = 0
 
     def entries(self) -> list[tuple[str | None, Descriptor]]:
         """Every entry of index.json with its name (None without one)."""
@@ -285,8 +283,7 @@ def _take(
             pass  # a config or a small layer
     decision = needs.decide(digest)
     if decision is False:
-        found.ignored += 1
-        return
+        return  # no selected image uses it: not uploaded
     if decision is None and wanted.name is not None:
         found.spooled[digest] = (spill.tell(), size)
         if data is not None:
@@ -326,6 +323,7 @@ class StreamedRepo:
         self.found = found
         self._spool = spool
         self._passing: dict[Digest, Callable[[], BlobStream]] = {}
+        self._opened: set[Digest] = set()
 
     @property
     def key(self) -> str:
@@ -383,9 +381,16 @@ class StreamedRepo:
     async def blob_open(
         self, desc: Descriptor, *, verify: bool = True, budget: Budget | None = None
     ) -> BlobStream:
-        make = self._passing.pop(desc.digest, None)
+        make = self._passing.get(desc.digest)
         if make is not None:
-            return make()
+            # The walker is inside this blob. A small one held in memory can be sent
+            # again; a large one flows from the tar once (a stream does not rewind).
+            if desc.digest in self._opened:
+                raise _not_again(desc.digest)
+            stream = make()
+            if isinstance(stream, _MemberStream):
+                self._opened.add(desc.digest)
+            return stream
         manifest = self.found.manifests.get(desc.digest)
         if manifest is not None:
             return _BytesStream(manifest.raw)
@@ -394,10 +399,7 @@ class StreamedRepo:
             checker = Verifier(desc.digest, size, what=f"blob {desc.digest}", hashing=verify)
             return FileRange(self._spool, offset, size, verifier=checker)
         if desc.digest in self.found.sent:
-            raise ArchiveError(
-                f"blob {desc.digest} of the stream failed after its bytes began to flow and"
-                " cannot be read again; save the tar to a file and import the file"
-            )
+            raise _not_again(desc.digest)
         raise NotFoundError(f"blob {desc.digest} is not in the stream", status=404)
 
     async def blob_file(self, desc: Descriptor) -> tuple[str, int] | None:
@@ -423,3 +425,10 @@ class StreamedRepo:
 
     async def referrers(self, digest: Digest) -> list[Descriptor]:
         return []
+
+
+def _not_again(digest: Digest) -> ArchiveError:
+    return ArchiveError(
+        f"blob {digest} of the stream failed after its bytes began to flow and cannot be"
+        " read again; save the tar to a file and import the file"
+    )

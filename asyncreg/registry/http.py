@@ -221,7 +221,7 @@ class Transport:
             if state.pinged:
                 return
             url = self.base_url(host) + "/v2/"
-            budget = Budget(self.limits.retry, f"ping {host}")
+            budget = Budget(self.limits.retry)
             while True:
                 await self.pauses.wait(host)
                 try:
@@ -269,7 +269,7 @@ class Transport:
         if follow_redirects is None:
             follow_redirects = method in ("GET", "HEAD")
         if budget is None:
-            budget = Budget(self.limits.retry, what)
+            budget = Budget(self.limits.retry)
         reauthed = False
         while True:
             await self.pauses.wait(host)

@@ -236,7 +236,7 @@ class RegistryRepo:
         """
         what = f"blob {self.name}@{desc.digest}"
         path = f"/v2/{self.name}/blobs/{desc.digest}"
-        spend = budget if budget is not None else Budget(self.transport.limits.retry, what)
+        spend = budget if budget is not None else Budget(self.transport.limits.retry)
 
         async def reopen(offset: int) -> aiohttp.ClientResponse:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -279,7 +279,7 @@ class RegistryRepo:
         if budget is not None:
             await upload_once(self.endpoint, desc, source, budget=budget, chunked=chunked)
             return
-        own = Budget(self.transport.limits.retry, f"upload {desc.digest}")
+        own = Budget(self.transport.limits.retry)
 
         async def attempt(chunks: bool) -> None:
             await upload_once(self.endpoint, desc, source, budget=own, chunked=chunks)
